@@ -1,0 +1,227 @@
+#include "agent/agent.h"
+
+#include <arpa/inet.h>
+#include <bpf/libbpf.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "agent/community_id.h"
+#include "agent/host.h"
+#include "agent/snapshot.h"
+
+namespace sockwatch {
+namespace {
+
+std::string RandomInstanceId() {
+  std::random_device rd;
+  return absl::StrFormat("%08x%08x%08x%08x", rd(), rd(), rd(), rd());
+}
+
+const char* TcpStateName(uint8_t s) {
+  static constexpr const char* kNames[] = {"",          "ESTABLISHED", "SYN_SENT",   "SYN_RECV",
+                                           "FIN_WAIT1", "FIN_WAIT2",   "TIME_WAIT",  "CLOSE",
+                                           "CLOSE_WAIT", "LAST_ACK",   "LISTEN",     "CLOSING"};
+  return s < sizeof(kNames) / sizeof(kNames[0]) ? kNames[s] : "UNKNOWN";
+}
+
+std::string IpText(uint16_t family, const std::array<uint8_t, 16>& a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family, a.data(), buf, sizeof(buf));
+  return buf;
+}
+
+}  // namespace
+
+Agent::Agent(AgentOptions opts, Sink sink)
+    : opts_(std::move(opts)),
+      sink_(std::move(sink)),
+      table_(opts_.max_processes),
+      decoder_(&table_, &clock_),
+      instance_(RandomInstanceId()),
+      hostname_(Hostname()) {
+  if (opts_.host_id.empty()) opts_.host_id = HostId();
+}
+
+Agent::~Agent() { ring_buffer__free(ring_); }
+
+void Agent::Emit(v1::Envelope& env) {
+  env.set_host_id(opts_.host_id);
+  env.set_agent_instance(instance_);
+  env.set_hostname(hostname_);
+  env.set_seq(++seq_);
+  if (!env.has_time()) {
+    const uint64_t now = BootClock::NowBootNs();
+    env.set_boottime_ns(now);
+    clock_.ToTimestamp(now, env.mutable_time());
+  }
+  sink_(env);
+}
+
+int Agent::OnRecord(void* ctx, void* data, size_t size) {
+  auto* self = static_cast<Agent*>(ctx);
+  v1::Envelope env;
+  auto ok = self->decoder_.Decode(
+      absl::MakeConstSpan(static_cast<const uint8_t*>(data), size), &env);
+  if (!ok.ok()) {
+    ++self->decode_errors_;
+    fprintf(stderr, "sockwatch-agent: dropped a malformed record: %s\n",
+            std::string(ok.status().message()).c_str());
+    return 0;
+  }
+  if (*ok) self->Emit(env);
+  return 0;
+}
+
+absl::Status Agent::Start() {
+  auto probes = Probes::Load(opts_.probes);
+  if (!probes.ok()) return probes.status();
+  probes_ = std::move(*probes);
+  ring_ = ring_buffer__new(probes_->ring_fd(), &Agent::OnRecord, this, nullptr);
+  if (!ring_) return absl::ErrnoToStatus(errno, "open ring buffer");
+  loss_window_start_ns_ = BootClock::NowBootNs();
+
+  v1::Envelope cov;
+  *cov.mutable_coverage() = probes_->coverage();
+  Emit(cov);
+  // After attach, so nothing falls between the snapshot and the live stream:
+  // the live records queued meanwhile are newer and win in the table.
+  if (opts_.snapshot) EmitSnapshot();
+  return absl::OkStatus();
+}
+
+void Agent::EmitSnapshot() {
+  auto procs = SnapshotProcesses(opts_.probes.cgroup2_path);
+  if (!procs.ok()) {
+    fprintf(stderr, "sockwatch-agent: process snapshot failed: %s\n",
+            std::string(procs.status().message()).c_str());
+  } else {
+    for (SnapshotProcess& sp : *procs) {
+      ProcInfo p;
+      p.pid = sp.pid;
+      p.ppid = sp.ppid;
+      p.uid = sp.uid;
+      p.gid = sp.gid;
+      p.start_ns = sp.start_boottime_ns;
+      p.parent_start_ns = sp.parent_start_boottime_ns;
+      p.cgroup_id = sp.cgroup_id;
+      p.exe = std::move(sp.exe);
+      p.exe_deleted = sp.exe_deleted;
+      p.comm = std::move(sp.comm);
+      p.argv = std::move(sp.argv);
+      p.from_snapshot = true;
+      v1::Envelope env;
+      FillProcess(p, clock_, env.mutable_exec()->mutable_process());
+      table_.Upsert(std::move(p));
+      Emit(env);
+    }
+  }
+  auto socks = SnapshotSockets();
+  if (!socks.ok()) {
+    fprintf(stderr, "sockwatch-agent: socket snapshot failed: %s\n",
+            std::string(socks.status().message()).c_str());
+    return;
+  }
+  for (const SnapshotSocket& s : *socks) {
+    v1::Envelope env;
+    v1::NetworkEvent* n = env.mutable_network();
+    n->set_kind(v1::NETWORK_KIND_EXISTING);
+    n->set_snapshot(true);
+    n->set_protocol(s.protocol == IPPROTO_TCP ? v1::PROTOCOL_TCP : v1::PROTOCOL_UDP);
+    n->set_ip_version(s.family == AF_INET6 ? 6 : 4);
+    n->set_local_ip(IpText(s.family, s.local_ip));
+    n->set_local_port(s.local_port);
+    const bool listening = s.protocol == IPPROTO_TCP ? s.state == 10 : s.remote_port == 0;
+    n->set_socket_state(s.protocol == IPPROTO_TCP ? TcpStateName(s.state)
+                                                  : (listening ? "UNCONNECTED" : "CONNECTED"));
+    if (!listening) {
+      n->set_remote_ip(IpText(s.family, s.remote_ip));
+      n->set_remote_port(s.remote_port);
+      const size_t alen = s.family == AF_INET6 ? 16 : 4;
+      n->set_community_id(CommunityId(s.protocol, absl::MakeConstSpan(s.local_ip.data(), alen),
+                                      s.local_port, absl::MakeConstSpan(s.remote_ip.data(), alen),
+                                      s.remote_port));
+    }
+    n->set_socket_cookie(s.cookie);
+    // Who opened it is not recorded by the kernel for old sockets; a socket
+    // on a local listening port was accepted, anything else was connected.
+    bool inbound = listening;
+    if (!listening && s.protocol == IPPROTO_TCP) {
+      for (const SnapshotSocket& l : *socks)
+        if (l.protocol == IPPROTO_TCP && l.state == 10 && l.local_port == s.local_port) inbound = true;
+    }
+    n->set_direction(inbound ? v1::DIRECTION_INBOUND : v1::DIRECTION_OUTBOUND);
+    n->set_outcome(v1::OUTCOME_ESTABLISHED);
+    const ProcInfo* p = s.pids.empty() ? nullptr : table_.Find(s.pids.front(), 0);
+    if (p) {
+      FillProcess(*p, clock_, n->mutable_process());
+    } else {
+      n->mutable_process()->set_unknown(true);
+      n->mutable_process()->set_uid(s.uid);
+    }
+    Emit(env);
+  }
+}
+
+void Agent::ReportLoss() {
+  const uint64_t now = BootClock::NowBootNs();
+  auto emit = [&](const char* reason, uint64_t count) {
+    v1::Envelope env;
+    v1::Loss* l = env.mutable_loss();
+    l->set_reason(reason);
+    l->set_count(count);
+    clock_.ToTimestamp(loss_window_start_ns_, l->mutable_first_time());
+    clock_.ToTimestamp(now, l->mutable_last_time());
+    fprintf(stderr, "sockwatch-agent: lost %llu (%s)\n", static_cast<unsigned long long>(count), reason);
+    Emit(env);
+  };
+  auto counters = probes_->ReadCounters();
+  if (counters.ok()) {
+    for (int i = 0; i < SW_CNT_MAX; ++i) {
+      const uint64_t delta = (*counters)[i] - reported_[i];
+      if (delta && CounterIsLoss(i)) emit(CounterName(i), delta);
+    }
+    reported_ = *counters;
+  }
+  if (decode_errors_ > reported_decode_errors_) {
+    emit("decode_error", decode_errors_ - reported_decode_errors_);
+    reported_decode_errors_ = decode_errors_;
+  }
+  if (table_.evicted() > reported_evictions_) {
+    emit("process_table_full", table_.evicted() - reported_evictions_);
+    reported_evictions_ = table_.evicted();
+  }
+  loss_window_start_ns_ = now;
+}
+
+absl::Status Agent::Run() {
+  const absl::Time deadline = absl::Now() + opts_.run_for;
+  absl::Time next_loss = absl::Now() + opts_.loss_interval;
+  const int poll_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(opts_.drain_interval));
+  while (!stop_.load() && absl::Now() < deadline) {
+    // Records are submitted without wakeups (batching); poll wakes on the
+    // fill threshold or times out, and consume drains what is there.
+    int n = ring_buffer__poll(ring_, poll_ms);
+    if (n < 0 && n != -EINTR) return absl::ErrnoToStatus(-n, "poll ring buffer");
+    n = ring_buffer__consume(ring_);
+    if (n < 0 && n != -EINTR) return absl::ErrnoToStatus(-n, "consume ring buffer");
+    if (absl::Now() >= next_loss) {
+      ReportLoss();
+      table_.Expire(BootClock::NowBootNs());
+      next_loss = absl::Now() + opts_.loss_interval;
+    }
+  }
+  // Detach first, then drain fully: nothing the kernel recorded is left behind.
+  probes_->Detach();
+  while (ring_buffer__consume(ring_) > 0) {
+  }
+  ReportLoss();
+  return absl::OkStatus();
+}
+
+}  // namespace sockwatch

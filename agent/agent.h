@@ -1,0 +1,75 @@
+// The agent's main loop: drains the ring buffer in batches, decodes, joins
+// with the process table, reports losses, and hands each envelope to a sink.
+#ifndef SOCKWATCH_AGENT_AGENT_H_
+#define SOCKWATCH_AGENT_AGENT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "agent/decoder.h"
+#include "agent/probes.h"
+#include "agent/process_table.h"
+
+struct ring_buffer;
+
+namespace sockwatch {
+
+struct AgentOptions {
+  ProbeOptions probes;
+  absl::Duration drain_interval = absl::Milliseconds(10);
+  absl::Duration loss_interval = absl::Seconds(1);
+  absl::Duration run_for = absl::InfiniteDuration();
+  bool snapshot = true;
+  size_t max_processes = 131072;
+  std::string host_id;
+};
+
+using Sink = std::function<void(const v1::Envelope&)>;
+
+class Agent {
+ public:
+  Agent(AgentOptions opts, Sink sink);
+  ~Agent();
+
+  // Loads and attaches the probes, emits the coverage and the start-up snapshot.
+  absl::Status Start();
+  // Runs until Stop() or run_for elapses, then drains what is left.
+  absl::Status Run();
+  // Safe from a signal handler.
+  void Stop() { stop_.store(true); }
+
+  uint64_t emitted() const { return seq_; }
+  uint64_t decode_errors() const { return decode_errors_; }
+
+ private:
+  static int OnRecord(void* ctx, void* data, size_t size);
+  void Emit(v1::Envelope& env);
+  void EmitSnapshot();
+  void ReportLoss();
+
+  AgentOptions opts_;
+  Sink sink_;
+  std::unique_ptr<Probes> probes_;
+  ring_buffer* ring_ = nullptr;
+  BootClock clock_;
+  ProcessTable table_;
+  Decoder decoder_;
+  std::atomic<bool> stop_{false};
+  std::string instance_;
+  std::string hostname_;
+  uint64_t seq_ = 0;
+  uint64_t decode_errors_ = 0;
+  uint64_t reported_decode_errors_ = 0;
+  uint64_t reported_evictions_ = 0;
+  Counters reported_{};
+  uint64_t loss_window_start_ns_ = 0;
+};
+
+}  // namespace sockwatch
+
+#endif  // SOCKWATCH_AGENT_AGENT_H_

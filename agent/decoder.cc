@@ -1,0 +1,280 @@
+#include "agent/decoder.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "agent/community_id.h"
+#include "agent/text.h"
+
+extern "C" {
+#include "sockwatch_events.h"
+}
+
+namespace sockwatch {
+namespace {
+
+// The kernel and the agent must agree on every layout: a drift fails the build.
+static_assert(sizeof(sw_header) == 16);
+static_assert(offsetof(sw_header, ts_ns) == 8);
+static_assert(sizeof(sw_task) == 48);
+static_assert(offsetof(sw_task, start_ns) == 8 && offsetof(sw_task, comm) == 32);
+static_assert(offsetof(sw_exec, task) == 16 && offsetof(sw_exec, ppid) == 64);
+static_assert(offsetof(sw_exec, path_len) == 80 && offsetof(sw_exec, data) == 96);
+static_assert(sizeof(sw_exec) == 96 + SW_PATH_MAX + SW_ARGV_MAX);
+static_assert(sizeof(sw_fork) == 80 && offsetof(sw_fork, parent_start_ns) == 72);
+static_assert(sizeof(sw_exit) == 72 && offsetof(sw_exit, exit_code) == 64);
+static_assert(offsetof(sw_net, saddr) == 64 && offsetof(sw_net, daddr) == 80);
+static_assert(offsetof(sw_net, sport) == 96 && offsetof(sw_net, outcome) == 104);
+static_assert(offsetof(sw_net, sock_cookie) == 112 && sizeof(sw_net) == 144);
+
+template <typename T>
+absl::StatusOr<T> Read(absl::Span<const uint8_t> rec, const char* what) {
+  if (rec.size() != sizeof(T))
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " record of ", rec.size(), " bytes, want ", sizeof(T)));
+  T v;
+  std::memcpy(&v, rec.data(), sizeof(T));
+  return v;
+}
+
+std::string Comm(const char (&comm)[SW_TASK_COMM_LEN]) {
+  return std::string(comm, strnlen(comm, SW_TASK_COMM_LEN));
+}
+
+ProcInfo FromTask(const sw_task& t) {
+  ProcInfo p;
+  p.pid = t.tgid;
+  p.uid = t.uid;
+  p.gid = t.gid;
+  p.start_ns = t.start_ns;
+  p.cgroup_id = t.cgroup_id;
+  p.comm = Comm(t.comm);
+  return p;
+}
+
+std::string IpString(uint16_t family, const uint8_t (&addr)[16]) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, buf, sizeof(buf));
+  return buf;
+}
+
+v1::NetworkKind KindOf(uint16_t kind) {
+  switch (kind) {
+    case SW_KIND_TCP_CONNECT: return v1::NETWORK_KIND_CONNECT;
+    case SW_KIND_TCP_ACCEPT: return v1::NETWORK_KIND_ACCEPT;
+    case SW_KIND_TCP_LISTEN: return v1::NETWORK_KIND_LISTEN;
+    case SW_KIND_TCP_CLOSE: return v1::NETWORK_KIND_FLOW_END;
+    case SW_KIND_UDP_SEND: return v1::NETWORK_KIND_UDP_SEND;
+    case SW_KIND_UDP_RECV: return v1::NETWORK_KIND_UDP_RECV;
+    case SW_KIND_UDP_CONNECT: return v1::NETWORK_KIND_UDP_CONNECT;
+  }
+  return v1::NETWORK_KIND_UNSPECIFIED;
+}
+
+}  // namespace
+
+BootClock::BootClock() {
+  timespec rt, bt;
+  clock_gettime(CLOCK_REALTIME, &rt);
+  clock_gettime(CLOCK_BOOTTIME, &bt);
+  offset_ns_ = (int64_t{rt.tv_sec} - bt.tv_sec) * 1'000'000'000 + (rt.tv_nsec - bt.tv_nsec);
+}
+
+uint64_t BootClock::NowBootNs() {
+  timespec bt;
+  clock_gettime(CLOCK_BOOTTIME, &bt);
+  return uint64_t(bt.tv_sec) * 1'000'000'000 + bt.tv_nsec;
+}
+
+void BootClock::ToTimestamp(uint64_t boot_ns, google::protobuf::Timestamp* ts) const {
+  const int64_t wall = int64_t(boot_ns) + offset_ns_;
+  ts->set_seconds(wall / 1'000'000'000);
+  ts->set_nanos(wall % 1'000'000'000);
+}
+
+std::vector<std::string> SplitArgv(absl::string_view block) {
+  if (block.empty()) return {};
+  if (block.back() == '\0') block.remove_suffix(1);
+  return absl::StrSplit(block, absl::ByChar('\0'));
+}
+
+std::string JoinReversedPath(absl::string_view components) {
+  std::vector<absl::string_view> parts = absl::StrSplit(components, absl::ByChar('\0'));
+  std::string path;
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+    if (it->empty()) continue;
+    absl::StrAppend(&path, "/", *it);
+  }
+  return path.empty() ? "/" : path;
+}
+
+void FillProcess(const ProcInfo& p, const BootClock& clock, v1::Process* out) {
+  out->set_pid(p.pid);
+  out->set_ppid(p.ppid);
+  out->set_uid(p.uid);
+  out->set_gid(p.gid);
+  out->set_exe(ValidUtf8(p.exe));
+  bool raw_needed = !IsValidUtf8(p.exe);
+  for (const std::string& a : p.argv) {
+    out->add_argv(ValidUtf8(a));
+    raw_needed |= !IsValidUtf8(a);
+  }
+  if (raw_needed) {
+    // Nothing lost: the exact bytes ride along when the text had to be mended.
+    out->set_exe_raw(p.exe);
+    for (const std::string& a : p.argv) out->add_argv_raw(a);
+  }
+  if (p.start_ns) clock.ToTimestamp(p.start_ns, out->mutable_start_time());
+  out->set_start_boottime_ns(p.start_ns);
+  out->set_parent_start_boottime_ns(p.parent_start_ns);
+  out->set_cgroup_id(p.cgroup_id);
+  out->set_comm(ValidUtf8(p.comm));
+  out->set_argv_truncated(p.argv_truncated);
+  out->set_argv_full_len(p.argv_full_len);
+  out->set_exe_deleted(p.exe_deleted);
+  out->set_exe_truncated(p.exe_truncated);
+  out->set_from_snapshot(p.from_snapshot);
+}
+
+absl::StatusOr<bool> Decoder::Decode(absl::Span<const uint8_t> rec, v1::Envelope* out) {
+  if (rec.size() < sizeof(sw_header))
+    return absl::InvalidArgumentError(absl::StrCat("record of ", rec.size(), " bytes is shorter than its header"));
+  sw_header h;
+  std::memcpy(&h, rec.data(), sizeof(h));
+  if (h.size != rec.size())
+    return absl::InvalidArgumentError(
+        absl::StrCat("record kind ", h.kind, " says ", h.size, " bytes, has ", rec.size()));
+  out->set_boottime_ns(h.ts_ns);
+  clock_->ToTimestamp(h.ts_ns, out->mutable_time());
+  switch (h.kind) {
+    case SW_KIND_EXEC: return DecodeExec(rec, out);
+    case SW_KIND_FORK: return DecodeFork(rec, out);
+    case SW_KIND_EXIT: return DecodeExit(rec, out);
+    case SW_KIND_TCP_CONNECT:
+    case SW_KIND_TCP_ACCEPT:
+    case SW_KIND_TCP_LISTEN:
+    case SW_KIND_TCP_CLOSE:
+    case SW_KIND_UDP_SEND:
+    case SW_KIND_UDP_RECV:
+    case SW_KIND_UDP_CONNECT:
+      return DecodeNet(rec, out);
+  }
+  ++unknown_kinds_;
+  return false;
+}
+
+absl::StatusOr<bool> Decoder::DecodeExec(absl::Span<const uint8_t> rec, v1::Envelope* out) {
+  constexpr size_t kFixed = offsetof(sw_exec, data);
+  if (rec.size() < kFixed || rec.size() > sizeof(sw_exec))
+    return absl::InvalidArgumentError(absl::StrCat("exec record of ", rec.size(), " bytes"));
+  sw_exec e;
+  std::memcpy(&e, rec.data(), kFixed);
+  if (uint64_t{e.path_len} + e.argv_len != rec.size() - kFixed)
+    return absl::InvalidArgumentError(absl::StrCat("exec record lengths ", e.path_len, "+", e.argv_len,
+                                                   " do not match its ", rec.size() - kFixed, " data bytes"));
+  const char* data = reinterpret_cast<const char*>(rec.data()) + kFixed;
+  ProcInfo p = FromTask(e.task);
+  p.ppid = e.ppid;
+  p.parent_start_ns = e.parent_start_ns;
+  p.exe = JoinReversedPath(absl::string_view(data, e.path_len));
+  p.argv = SplitArgv(absl::string_view(data + e.path_len, e.argv_len));
+  p.argv_full_len = e.argv_full_len;
+  p.argv_truncated = e.flags & (SW_EXEC_ARGV_TRUNCATED | SW_EXEC_ARGV_FAULT);
+  p.exe_deleted = e.flags & SW_EXEC_PATH_DELETED;
+  p.exe_truncated = e.flags & (SW_EXEC_PATH_TRUNCATED | SW_EXEC_PATH_FAULT);
+  FillProcess(p, *clock_, out->mutable_exec()->mutable_process());
+  out->mutable_exec()->mutable_process()->set_tid(e.task.pid);
+  table_->Upsert(std::move(p));
+  return true;
+}
+
+absl::StatusOr<bool> Decoder::DecodeFork(absl::Span<const uint8_t> rec, v1::Envelope* out) {
+  auto e = Read<sw_fork>(rec, "fork");
+  if (!e.ok()) return e.status();
+  ProcInfo p = FromTask(e->child);
+  p.ppid = e->ppid;
+  p.parent_start_ns = e->parent_start_ns;
+  table_->Fork(p);
+  const ProcInfo* child = table_->Find(p.pid, p.start_ns);
+  FillProcess(child ? *child : p, *clock_, out->mutable_fork()->mutable_process());
+  return true;
+}
+
+absl::StatusOr<bool> Decoder::DecodeExit(absl::Span<const uint8_t> rec, v1::Envelope* out) {
+  auto e = Read<sw_exit>(rec, "exit");
+  if (!e.ok()) return e.status();
+  v1::ProcessExit* x = out->mutable_exit();
+  if (const ProcInfo* p = table_->Find(e->task.tgid, e->task.start_ns)) {
+    FillProcess(*p, *clock_, x->mutable_process());
+  } else {
+    FillProcess(FromTask(e->task), *clock_, x->mutable_process());
+    x->mutable_process()->set_unknown(true);
+  }
+  x->set_exit_code(e->exit_code);
+  table_->Exit(e->task.tgid, e->task.start_ns, e->hdr.ts_ns);
+  return true;
+}
+
+absl::StatusOr<bool> Decoder::DecodeNet(absl::Span<const uint8_t> rec, v1::Envelope* out) {
+  auto r = Read<sw_net>(rec, "network");
+  if (!r.ok()) return r.status();
+  const sw_net& e = *r;
+  if (e.family != AF_INET && e.family != AF_INET6)
+    return absl::InvalidArgumentError(absl::StrCat("network record with address family ", e.family));
+  v1::NetworkEvent* n = out->mutable_network();
+  n->set_kind(KindOf(e.hdr.kind));
+  n->set_protocol(e.protocol == IPPROTO_TCP ? v1::PROTOCOL_TCP : v1::PROTOCOL_UDP);
+  n->set_ip_version(e.family == AF_INET6 ? 6 : 4);
+  n->set_local_ip(IpString(e.family, e.saddr));
+  n->set_local_port(e.sport);
+  if (e.hdr.kind != SW_KIND_TCP_LISTEN) {
+    n->set_remote_ip(IpString(e.family, e.daddr));
+    n->set_remote_port(e.dport);
+    const size_t alen = e.family == AF_INET6 ? 16 : 4;
+    n->set_community_id(CommunityId(e.protocol, absl::MakeConstSpan(e.saddr, alen), e.sport,
+                                    absl::MakeConstSpan(e.daddr, alen), e.dport));
+  }
+  n->set_direction(e.direction == SW_DIR_OUTBOUND  ? v1::DIRECTION_OUTBOUND
+                   : e.direction == SW_DIR_INBOUND ? v1::DIRECTION_INBOUND
+                                                   : v1::DIRECTION_UNSPECIFIED);
+  if (e.outcome == 0) {
+    n->set_outcome(v1::OUTCOME_ESTABLISHED);
+  } else {
+    n->set_error_code(e.outcome);
+    n->set_outcome(e.outcome == ECONNREFUSED ? v1::OUTCOME_REFUSED
+                   : e.outcome == ETIMEDOUT  ? v1::OUTCOME_TIMED_OUT
+                                             : v1::OUTCOME_ERROR);
+  }
+  n->set_socket_cookie(e.sock_cookie);
+  n->set_duration_ns(e.duration_ns);
+  n->set_bytes_sent(e.bytes_sent);
+  n->set_bytes_received(e.bytes_received);
+
+  v1::Process* proc = n->mutable_process();
+  const ProcInfo* p = e.task.tgid ? table_->Find(e.task.tgid, e.task.start_ns) : nullptr;
+  if (p) {
+    FillProcess(*p, *clock_, proc);
+  } else {
+    ++unattributed_;
+    FillProcess(FromTask(e.task), *clock_, proc);
+    proc->set_unknown(true);
+  }
+  proc->set_tid(e.task.pid);
+  // The kernel's facts at the moment of the event win over the table's.
+  if (e.task.tgid) {
+    proc->set_uid(e.task.uid);
+    proc->set_gid(e.task.gid);
+    proc->set_cgroup_id(e.task.cgroup_id);
+  }
+  return true;
+}
+
+}  // namespace sockwatch

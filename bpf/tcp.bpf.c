@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * TCP: connect outcome, accept, listen, flow end.
+ * The owner of a socket is recorded in process context (CLOSE->SYN_SENT runs
+ * inside connect(); accept and listen are syscall exits) and keyed by socket,
+ * because the handshake completes in softirq where `current` is unrelated.
+ */
+#include "common.bpf.h"
+
+#define ECANCELED 125
+#define ECONNRESET 104
+#define RCV_SHUTDOWN 1
+
+struct sk_owner {
+	struct sw_task task; /* tgid 0 until known (passive open before accept) */
+	__u64 established_ns;
+	__u8 direction;
+	__u8 pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct sk_owner);
+} sw_sk_owner SEC(".maps");
+
+static __always_inline struct sw_net *net_record(enum sw_kind kind, struct sock *sk,
+						 struct sw_task *task, __u8 direction)
+{
+	struct sw_net *e = reserve(sizeof(*e), kind);
+	if (!e)
+		return NULL;
+	__builtin_memset((char *)e + sizeof(e->hdr), 0, sizeof(*e) - sizeof(e->hdr));
+	if (task)
+		e->task = *task;
+	read_sock_tuple(e, sk);
+	e->protocol = IPPROTO_TCP;
+	e->direction = direction;
+	return e;
+}
+
+static __always_inline void owner_put(__u64 key, struct sk_owner *o, __u64 flags)
+{
+	if (bpf_map_update_elem(&sw_sk_owner, &key, o, flags) == -7 /* E2BIG */)
+		count(SW_CNT_OWNER_MAP_FULL);
+}
+
+static __always_inline int state_established_family(int s)
+{
+	return s == TCP_ESTABLISHED || s == TCP_FIN_WAIT1 || s == TCP_FIN_WAIT2 ||
+	       s == TCP_CLOSE_WAIT || s == TCP_LAST_ACK || s == TCP_CLOSING;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
+{
+	__u64 key = (__u64)sk;
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		/* Inside connect(): current is the owner. */
+		struct sk_owner o = {.direction = SW_DIR_OUTBOUND};
+		fill_current_task(&o.task);
+		owner_put(key, &o, BPF_ANY);
+		return 0;
+	}
+
+	if (oldstate == TCP_SYN_SENT) {
+		struct sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
+		if (!o)
+			count(SW_CNT_OWNER_MISSING);
+		struct sw_net *e = net_record(SW_KIND_TCP_CONNECT, sk, o ? &o->task : NULL,
+					      SW_DIR_OUTBOUND);
+		if (e) {
+			if (newstate == TCP_ESTABLISHED) {
+				e->outcome = SW_OUTCOME_ESTABLISHED;
+			} else {
+				int err = BPF_CORE_READ(sk, sk_err);
+				e->outcome = err ? err : ECANCELED;
+			}
+			e->sock_cookie = bpf_get_socket_cookie(sk);
+			submit(e);
+		}
+		if (newstate == TCP_ESTABLISHED && o)
+			o->established_ns = now;
+		else if (newstate != TCP_ESTABLISHED)
+			bpf_map_delete_elem(&sw_sk_owner, &key);
+		return 0;
+	}
+
+	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
+		/* Passive open, in softirq: the owner comes with accept(). */
+		struct sk_owner o = {.established_ns = now, .direction = SW_DIR_INBOUND};
+		bpf_get_socket_cookie(sk); /* assign it now so accept can read it */
+		owner_put(key, &o, BPF_NOEXIST);
+		return 0;
+	}
+
+	if (newstate == TCP_CLOSE && state_established_family(oldstate)) {
+		struct sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+		struct sw_net *e = net_record(SW_KIND_TCP_CLOSE, sk, o ? &o->task : NULL,
+					      o ? o->direction : SW_DIR_UNKNOWN);
+		if (e) {
+			e->sock_cookie = bpf_get_socket_cookie(sk);
+			e->duration_ns = o && o->established_ns ? now - o->established_ns : 0;
+			/* Payload bytes: the counters include retransmissions and the
+			 * peer's FIN, which are not data the application moved. */
+			e->bytes_sent = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans);
+			__u64 rcvd = BPF_CORE_READ(tp, bytes_received);
+			__u8 shut = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown);
+			if (rcvd && (shut & RCV_SHUTDOWN) && BPF_CORE_READ(sk, sk_err) != ECONNRESET)
+				rcvd--;
+			e->bytes_received = rcvd;
+			submit(e);
+		}
+		if (o)
+			bpf_map_delete_elem(&sw_sk_owner, &key);
+	}
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_accept4")
+int sw_accept4_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	pending_save(ctx->args[0]);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_accept")
+int sw_accept_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	pending_save(ctx->args[0]);
+	return 0;
+}
+
+static __always_inline int accept_exit(long ret)
+{
+	if (pending_take() < 0 || ret < 0)
+		return 0;
+	struct sock *sk = sock_from_fd(ret);
+	if (!sk) {
+		count(SW_CNT_FD_RESOLVE_FAIL);
+		return 0;
+	}
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	__u64 key = (__u64)sk;
+	struct sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
+	struct sk_owner fresh = {};
+	if (!o) {
+		fresh.established_ns = bpf_ktime_get_boot_ns();
+		fresh.direction = SW_DIR_INBOUND;
+		o = &fresh;
+	}
+	fill_current_task(&o->task);
+	if (o == &fresh)
+		owner_put(key, &fresh, BPF_ANY);
+
+	struct sw_net *e = net_record(SW_KIND_TCP_ACCEPT, sk, &o->task, SW_DIR_INBOUND);
+	if (!e)
+		return 0;
+	e->sock_cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	submit(e);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_accept4")
+int sw_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_exit(ctx->ret);
+}
+
+SEC("tp/syscalls/sys_exit_accept")
+int sw_accept_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_exit(ctx->ret);
+}
+
+SEC("tp/syscalls/sys_enter_listen")
+int sw_listen_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	pending_save(ctx->args[0]);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_listen")
+int sw_listen_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__s64 fd = pending_take();
+	if (fd < 0 || ctx->ret != 0)
+		return 0;
+	struct sock *sk = sock_from_fd(fd);
+	if (!sk) {
+		count(SW_CNT_FD_RESOLVE_FAIL);
+		return 0;
+	}
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	struct sw_task task;
+	fill_current_task(&task);
+	struct sw_net *e = net_record(SW_KIND_TCP_LISTEN, sk, &task, SW_DIR_INBOUND);
+	if (!e)
+		return 0;
+	submit(e);
+	return 0;
+}
