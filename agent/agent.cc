@@ -48,7 +48,10 @@ Agent::Agent(AgentOptions opts, Sink sink)
   if (opts_.host_id.empty()) opts_.host_id = HostId();
 }
 
-Agent::~Agent() { ring_buffer__free(ring_); }
+Agent::~Agent() {
+  ring_buffer__free(ring_);
+  if (record_) fclose(record_);
+}
 
 void Agent::Emit(v1::Envelope& env) {
   env.set_host_id(opts_.host_id);
@@ -65,6 +68,11 @@ void Agent::Emit(v1::Envelope& env) {
 
 int Agent::OnRecord(void* ctx, void* data, size_t size) {
   auto* self = static_cast<Agent*>(ctx);
+  if (self->record_) {
+    const uint32_t len = size;
+    fwrite(&len, sizeof(len), 1, self->record_);
+    fwrite(data, 1, size, self->record_);
+  }
   v1::Envelope env;
   auto ok = self->decoder_.Decode(
       absl::MakeConstSpan(static_cast<const uint8_t*>(data), size), &env);
@@ -79,6 +87,10 @@ int Agent::OnRecord(void* ctx, void* data, size_t size) {
 }
 
 absl::Status Agent::Start() {
+  if (!opts_.record_path.empty()) {
+    record_ = fopen(opts_.record_path.c_str(), "we");
+    if (!record_) return absl::ErrnoToStatus(errno, absl::StrCat("open --record file ", opts_.record_path));
+  }
   auto probes = Probes::Load(opts_.probes);
   if (!probes.ok()) return probes.status();
   probes_ = std::move(*probes);

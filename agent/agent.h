@@ -27,6 +27,9 @@ struct AgentOptions {
   bool snapshot = true;
   size_t max_processes = 131072;
   std::string host_id;
+  // Raw ring buffer records are appended here (u32 length + bytes), for
+  // replay by benchmarks and tests. Empty: off.
+  std::string record_path;
 };
 
 using Sink = std::function<void(const v1::Envelope&)>;
@@ -56,6 +59,7 @@ class Agent {
   Sink sink_;
   std::unique_ptr<Probes> probes_;
   ring_buffer* ring_ = nullptr;
+  FILE* record_ = nullptr;
   BootClock clock_;
   ProcessTable table_;
   Decoder decoder_;

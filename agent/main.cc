@@ -25,6 +25,8 @@ ABSL_FLAG(uint32_t, udp_dedup_entries, 16384,
 ABSL_FLAG(uint64_t, max_processes, 131072, "Process table bound (oldest exited go first)");
 ABSL_FLAG(bool, snapshot, true, "Emit existing processes and sockets at start");
 ABSL_FLAG(absl::Duration, duration, absl::InfiniteDuration(), "Stop after this long (default: run until SIGINT/SIGTERM)");
+ABSL_FLAG(std::string, record, "",
+          "Also append every raw kernel record to this file (for replay in benchmarks)");
 ABSL_FLAG(std::string, host_id, "", "Host id on every event (default: /etc/machine-id, else the hostname)");
 
 namespace {
@@ -75,6 +77,7 @@ int main(int argc, char** argv) {
   opts.snapshot = absl::GetFlag(FLAGS_snapshot);
   opts.max_processes = absl::GetFlag(FLAGS_max_processes);
   opts.host_id = absl::GetFlag(FLAGS_host_id);
+  opts.record_path = absl::GetFlag(FLAGS_record);
 
   const sockwatch::PrintFormat fmt = *format;
   sockwatch::Agent agent(opts, [fmt](const sockwatch::v1::Envelope& env) {
