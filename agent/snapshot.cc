@@ -318,7 +318,9 @@ absl::StatusOr<bool> ParseSockDiagReplies(absl::string_view data, uint32_t seq,
     }
     const absl::string_view payload =
         data.substr(NLMSG_HDRLEN, h.nlmsg_len - NLMSG_HDRLEN);
-    data.remove_prefix(std::min<size_t>(data.size(), NLMSG_ALIGN(h.nlmsg_len)));
+    // NLMSG_ALIGN in size_t: the macro's 32-bit arithmetic could wrap to 0.
+    const size_t aligned_len = (size_t{h.nlmsg_len} + 3) & ~size_t{3};
+    data.remove_prefix(std::min(data.size(), aligned_len));
     if (h.nlmsg_seq != seq) continue;  // Stale reply to an earlier request.
 
     int err = 0;

@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -280,33 +279,23 @@ TEST_F(FakeProcTest, SocketInodeOwners) {
   EXPECT_THAT(owners.at(66), ElementsAre(7u));
 }
 
-// Fills `ss` with the loopback address of `family` and `port`.
-socklen_t Loopback(int family, uint16_t port, sockaddr_storage* ss) {
-  *ss = {};
-  if (family == AF_INET) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(ss);
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons(port);
-    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    return sizeof(*sin);
-  }
-  auto* sin6 = reinterpret_cast<sockaddr_in6*>(ss);
-  sin6->sin6_family = AF_INET6;
-  sin6->sin6_port = htons(port);
-  sin6->sin6_addr = in6addr_loopback;
-  return sizeof(*sin6);
-}
+using Ip = std::array<uint8_t, 16>;
 
-bool BindLoopback(int fd, int family) {
-  sockaddr_storage ss;
-  const socklen_t len = Loopback(family, 0, &ss);
-  return bind(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0;
-}
-
-bool ConnectLoopback(int fd, int family, uint16_t port) {
-  sockaddr_storage ss;
-  const socklen_t len = Loopback(family, port, &ss);
-  return connect(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0;
+// Binds `fd` to loopback on an ephemeral port, or with a `connect_port`
+// connects it to that loopback port.
+bool Loopback(int fd, int family, uint16_t connect_port = 0) {
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(connect_port);
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sockaddr_in6 sin6{};
+  sin6.sin6_family = AF_INET6;
+  sin6.sin6_port = htons(connect_port);
+  sin6.sin6_addr = in6addr_loopback;
+  auto* addr = family == AF_INET ? reinterpret_cast<sockaddr*>(&sin)
+                                 : reinterpret_cast<sockaddr*>(&sin6);
+  const socklen_t len = family == AF_INET ? sizeof(sin) : sizeof(sin6);
+  return (connect_port ? connect(fd, addr, len) : bind(fd, addr, len)) == 0;
 }
 
 // Expects `fd` in `socks` as a socket of this process with the given state and
@@ -325,17 +314,11 @@ void ExpectSocket(const std::vector<SnapshotSocket>& socks, int fd,
   EXPECT_EQ(s->uid, getuid());
   EXPECT_THAT(s->pids, Contains(static_cast<uint32_t>(getpid())));
   EXPECT_TRUE(std::is_sorted(s->pids.begin(), s->pids.end()));
-  std::array<uint8_t, 16> loopback{};
-  if (family == AF_INET) {
-    loopback[0] = 127;
-    loopback[3] = 1;
-  } else {
-    loopback[15] = 1;
-  }
+  const Ip loopback = family == AF_INET
+                          ? Ip{127, 0, 0, 1}
+                          : Ip{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
   EXPECT_EQ(s->local_ip, loopback);
-  const std::array<uint8_t, 16> remote =
-      remote_port != 0 ? loopback : std::array<uint8_t, 16>{};
-  EXPECT_EQ(s->remote_ip, remote);
+  EXPECT_EQ(s->remote_ip, remote_port != 0 ? loopback : Ip{});
   uint64_t cookie = 0;
   socklen_t len = sizeof(cookie);
   ASSERT_EQ(getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len), 0);
@@ -348,14 +331,14 @@ TEST_P(SnapshotSocketsTest, FindsTcpListenerAndBothEnds) {
   const int family = GetParam();
   Fd listener(socket(family, SOCK_STREAM, 0));
   ASSERT_GE(listener.fd, 0);
-  if (!BindLoopback(listener.fd, family)) {
+  if (!Loopback(listener.fd, family)) {
     GTEST_SKIP() << "no loopback for family " << family;
   }
   ASSERT_EQ(listen(listener.fd, 4), 0);
   const uint16_t port = LocalPort(listener.fd);
   Fd client(socket(family, SOCK_STREAM, 0));
-  ASSERT_TRUE(BindLoopback(client.fd, family));
-  ASSERT_TRUE(ConnectLoopback(client.fd, family, port));
+  ASSERT_TRUE(Loopback(client.fd, family));
+  ASSERT_TRUE(Loopback(client.fd, family, port));
   Fd server(accept(listener.fd, nullptr, nullptr));
   ASSERT_GE(server.fd, 0);
   const uint16_t client_port = LocalPort(client.fd);
@@ -371,13 +354,13 @@ TEST_P(SnapshotSocketsTest, FindsUdpBoundAndConnected) {
   const int family = GetParam();
   Fd bound(socket(family, SOCK_DGRAM, 0));
   ASSERT_GE(bound.fd, 0);
-  if (!BindLoopback(bound.fd, family)) {
+  if (!Loopback(bound.fd, family)) {
     GTEST_SKIP() << "no loopback for family " << family;
   }
   const uint16_t port = LocalPort(bound.fd);
   Fd connected(socket(family, SOCK_DGRAM, 0));
-  ASSERT_TRUE(BindLoopback(connected.fd, family));
-  ASSERT_TRUE(ConnectLoopback(connected.fd, family, port));
+  ASSERT_TRUE(Loopback(connected.fd, family));
+  ASSERT_TRUE(Loopback(connected.fd, family, port));
 
   auto socks = SnapshotSockets();
   ASSERT_TRUE(socks.ok()) << socks.status();
@@ -394,7 +377,7 @@ INSTANTIATE_TEST_SUITE_P(Families, SnapshotSocketsTest,
 
 TEST(SnapshotSocketsCookieTest, NonEmptyAndListenerCookieMatches) {
   Fd listener(socket(AF_INET, SOCK_STREAM, 0));
-  ASSERT_TRUE(BindLoopback(listener.fd, AF_INET));
+  ASSERT_TRUE(Loopback(listener.fd, AF_INET));
   ASSERT_EQ(listen(listener.fd, 1), 0);
   uint64_t cookie = 0;
   socklen_t len = sizeof(cookie);
@@ -469,9 +452,8 @@ TEST(ParseSockDiagRepliesTest, ParsesSocketsUntilDone) {
   EXPECT_EQ(s.state, 1);
   EXPECT_EQ(s.local_port, 80);
   EXPECT_EQ(s.remote_port, 5555);
-  EXPECT_THAT(s.local_ip,
-              ElementsAre(10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
-  EXPECT_EQ(s.remote_ip[3], 2);
+  EXPECT_EQ(s.local_ip, (Ip{10, 0, 0, 1}));
+  EXPECT_EQ(s.remote_ip, (Ip{10, 0, 0, 2}));
   EXPECT_EQ(s.cookie, 0x5511223344u);
   EXPECT_EQ(s.uid, 1000u);
   EXPECT_EQ(s.inode, 77u);

@@ -1,0 +1,153 @@
+// sw_testpeer: the client and server processes of the integration tests.
+// Each subcommand does one network act the tests then look for in the
+// agent's output. Prints "ready" on stdout once a server is listening.
+//
+//   tcp-server ADDR PORT          accept one, read to EOF, answer "world"
+//   tcp-client ADDR PORT [SRC]    connect (from SRC), send "hello", read the answer;
+//                                 exit 0 when connected, 10 + errno % 100 when not
+//   tcp-connect-exit ADDR PORT    connect and _exit at once
+//   tcp-hold ADDR PORT            connect, print "ready", hold until stdin closes
+//   udp-recv ADDR PORT N          bind, print "ready", recvfrom N datagrams
+//   udp-send ADDR PORT N          sendto N datagrams from one unconnected socket
+//   udp-connect-send ADDR PORT N  connect, then send N datagrams
+// Arguments after the ones a command takes are ignored (the long-argv test).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace {
+
+struct Addr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  int family = AF_INET;
+};
+
+Addr Parse(const char* ip, int port) {
+  Addr a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+  if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    a.len = sizeof(*v4);
+  } else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    a.len = sizeof(*v6);
+    a.family = AF_INET6;
+  } else {
+    fprintf(stderr, "bad address %s\n", ip);
+    exit(2);
+  }
+  return a;
+}
+
+int Die(const char* what) {
+  fprintf(stderr, "sw_testpeer: %s: %s\n", what, strerror(errno));
+  return 10 + errno % 100;
+}
+
+void Ready() {
+  puts("ready");
+  fflush(stdout);
+}
+
+int Connect(const Addr& a, const char* src) {
+  int fd = socket(a.family, SOCK_STREAM, 0);
+  if (src) {
+    Addr s = Parse(src, 0);
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&s.ss), s.len) != 0) return -1;
+  }
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&a.ss), a.len) != 0) return -1;
+  return fd;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    fprintf(stderr, "usage: sw_testpeer COMMAND ADDR PORT [...]\n");
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  const Addr a = Parse(argv[2], atoi(argv[3]));
+  const int n = argc > 4 ? atoi(argv[4]) : 1;
+
+  if (cmd == "tcp-server") {
+    int l = socket(a.family, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(l, reinterpret_cast<const sockaddr*>(&a.ss), a.len) != 0) return Die("bind");
+    if (listen(l, 16) != 0) return Die("listen");
+    Ready();
+    int c = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return Die("accept");
+    char buf[256];
+    while (read(c, buf, sizeof(buf)) > 0) {
+    }
+    if (write(c, "world", 5) != 5) return Die("write");
+    close(c);
+    close(l);
+    return 0;
+  }
+  if (cmd == "tcp-client") {
+    int fd = Connect(a, argc > 4 ? argv[4] : nullptr);
+    if (fd < 0) return Die("connect");
+    if (write(fd, "hello", 5) != 5) return Die("write");
+    shutdown(fd, SHUT_WR);
+    char buf[256];
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
+    close(fd);
+    return 0;
+  }
+  if (cmd == "tcp-connect-exit") {
+    if (Connect(a, nullptr) < 0) return Die("connect");
+    _exit(0);
+  }
+  if (cmd == "tcp-hold") {
+    int fd = Connect(a, nullptr);
+    if (fd < 0) return Die("connect");
+    Ready();
+    char buf[16];
+    while (read(0, buf, sizeof(buf)) > 0) {
+    }
+    close(fd);
+    return 0;
+  }
+  if (cmd == "udp-recv") {
+    int fd = socket(a.family, SOCK_DGRAM, 0);
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&a.ss), a.len) != 0) return Die("bind");
+    Ready();
+    for (int i = 0; i < n; ++i) {
+      char buf[2048];
+      sockaddr_storage from;
+      socklen_t flen = sizeof(from);
+      if (recvfrom(fd, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &flen) < 0)
+        return Die("recvfrom");
+    }
+    return 0;
+  }
+  if (cmd == "udp-send" || cmd == "udp-connect-send") {
+    int fd = socket(a.family, SOCK_DGRAM, 0);
+    const bool connected = cmd == "udp-connect-send";
+    if (connected && connect(fd, reinterpret_cast<const sockaddr*>(&a.ss), a.len) != 0)
+      return Die("connect");
+    for (int i = 0; i < n; ++i) {
+      ssize_t r = connected ? send(fd, "ping", 4, 0)
+                            : sendto(fd, "ping", 4, 0, reinterpret_cast<const sockaddr*>(&a.ss), a.len);
+      if (r != 4) return Die("send");
+    }
+    return 0;
+  }
+  fprintf(stderr, "sw_testpeer: unknown command %s\n", cmd.c_str());
+  return 2;
+}
