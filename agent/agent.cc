@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -160,6 +161,7 @@ void Agent::EmitSnapshot() {
                                       s.remote_port));
     }
     n->set_socket_cookie(s.cookie);
+    n->set_netns(s.netns_ino);
     // Who opened it is not recorded by the kernel for old sockets; a socket
     // on a local listening port was accepted, anything else was connected.
     bool inbound = listening;
@@ -170,6 +172,19 @@ void Agent::EmitSnapshot() {
     n->set_direction(inbound ? v1::DIRECTION_INBOUND : v1::DIRECTION_OUTBOUND);
     n->set_outcome(v1::OUTCOME_ESTABLISHED);
     const ProcInfo* p = s.pids.empty() ? nullptr : table_.Find(s.pids.front(), 0);
+    if (p && s.protocol == IPPROTO_TCP && s.state != 10 && s.cookie) {
+      // So the kernel attributes this socket's close, which it did not see open.
+      sw_sk_owner owner{};
+      owner.task.tgid = owner.task.pid = p->pid;
+      owner.task.start_ns = p->start_ns;
+      owner.task.uid = p->uid;
+      owner.task.gid = p->gid;
+      owner.task.cgroup_id = p->cgroup_id;
+      std::memcpy(owner.task.comm, p->comm.data(), std::min(p->comm.size(), sizeof(owner.task.comm) - 1));
+      owner.direction = inbound ? SW_DIR_INBOUND : SW_DIR_OUTBOUND;
+      if (absl::Status st = probes_->SeedSocketOwner(s.cookie, owner); !st.ok())
+        fprintf(stderr, "sockwatch-agent: %s\n", st.ToString().c_str());
+    }
     if (p) {
       FillProcess(*p, clock_, n->mutable_process());
     } else {

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -239,8 +240,12 @@ absl::StatusOr<bool> Decoder::DecodeNet(absl::Span<const uint8_t> rec, v1::Envel
     n->set_remote_ip(IpString(e.family, e.daddr));
     n->set_remote_port(e.dport);
     const size_t alen = e.family == AF_INET6 ? 16 : 4;
-    n->set_community_id(CommunityId(e.protocol, absl::MakeConstSpan(e.saddr, alen), e.sport,
-                                    absl::MakeConstSpan(e.daddr, alen), e.dport));
+    // An unconnected UDP socket bound to the wildcard has no source address
+    // yet when the hook runs: no Community ID beats a wrong one.
+    const bool wildcard = std::all_of(e.saddr, e.saddr + alen, [](uint8_t b) { return b == 0; });
+    if (!wildcard)
+      n->set_community_id(CommunityId(e.protocol, absl::MakeConstSpan(e.saddr, alen), e.sport,
+                                      absl::MakeConstSpan(e.daddr, alen), e.dport));
   }
   n->set_direction(e.direction == SW_DIR_OUTBOUND  ? v1::DIRECTION_OUTBOUND
                    : e.direction == SW_DIR_INBOUND ? v1::DIRECTION_INBOUND
@@ -254,6 +259,7 @@ absl::StatusOr<bool> Decoder::DecodeNet(absl::Span<const uint8_t> rec, v1::Envel
                                              : v1::OUTCOME_ERROR);
   }
   n->set_socket_cookie(e.sock_cookie);
+  n->set_netns(e.netns_ino);
   n->set_duration_ns(e.duration_ns);
   n->set_bytes_sent(e.bytes_sent);
   n->set_bytes_received(e.bytes_received);

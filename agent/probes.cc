@@ -164,6 +164,14 @@ Probes::~Probes() {
   if (cgroup_fd_ >= 0) close(cgroup_fd_);
 }
 
+absl::Status Probes::SeedSocketOwner(uint64_t cookie, const sw_sk_owner& owner) {
+  if (!tcp_) return absl::FailedPreconditionError("TCP probes are not loaded");
+  if (bpf_map_update_elem(bpf_map__fd(tcp_->maps.sw_sk_owner), &cookie, &owner, BPF_NOEXIST) != 0 &&
+      errno != EEXIST)
+    return Errno(errno, "seed socket owner");
+  return absl::OkStatus();
+}
+
 int Probes::ring_fd() const { return bpf_map__fd(process_->maps.sw_events); }
 
 absl::StatusOr<Counters> Probes::ReadCounters() const {

@@ -47,6 +47,9 @@ class Probes {
   void Detach();
 
   int ring_fd() const;
+  // Records the owner of a TCP socket that existed before the agent, so its
+  // close is attributed. Never overwrites what the kernel recorded itself.
+  absl::Status SeedSocketOwner(uint64_t cookie, const sw_sk_owner& owner);
   // Summed over CPUs.
   absl::StatusOr<Counters> ReadCounters() const;
   const v1::Coverage& coverage() const { return coverage_; }

@@ -1,6 +1,7 @@
 #include "agent/snapshot.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
@@ -17,6 +18,7 @@
 #include <climits>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -413,8 +415,10 @@ absl::flat_hash_map<uint32_t, std::vector<uint32_t>> SocketInodeOwners(
   return owners;
 }
 
-absl::StatusOr<std::vector<SnapshotSocket>> SnapshotSockets(
-    const std::string& proc_root) {
+namespace {
+
+// The four dumps of the network namespace the calling thread is in.
+absl::StatusOr<std::vector<SnapshotSocket>> DumpCurrentNamespace(uint32_t netns_ino) {
   ScopedFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
   if (!fd.valid()) {
     return absl::ErrnoToStatus(errno, "socket(AF_NETLINK, NETLINK_SOCK_DIAG)");
@@ -438,6 +442,50 @@ absl::StatusOr<std::vector<SnapshotSocket>> SnapshotSockets(
   for (const DumpSpec& spec : kDumps) {
     absl::Status status = DumpSockets(fd.get(), spec, ++seq, &sockets);
     if (!status.ok()) return status;
+  }
+  for (SnapshotSocket& s : sockets) s.netns_ino = netns_ino;
+  return sockets;
+}
+
+uint32_t NetnsInode(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 ? static_cast<uint32_t>(st.st_ino) : 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SnapshotSocket>> SnapshotSockets(
+    const std::string& proc_root) {
+  // Containers live in network namespaces of their own: dump each one seen in
+  // /proc, from a thread that joins it (setns moves only the calling thread).
+  const uint32_t own_ns = NetnsInode(proc_root + "/self/ns/net");
+  absl::flat_hash_map<uint32_t, std::string> namespaces;  // inode -> ns path
+  auto pids = ListPids(proc_root);
+  if (pids.ok()) {
+    for (uint32_t pid : *pids) {
+      std::string path = absl::StrCat(proc_root, "/", pid, "/ns/net");
+      const uint32_t ino = NetnsInode(path);
+      if (ino != 0 && ino != own_ns) namespaces.emplace(ino, std::move(path));
+    }
+  }
+  auto own = DumpCurrentNamespace(own_ns);
+  if (!own.ok()) return own.status();
+  std::vector<SnapshotSocket> sockets = std::move(*own);
+  for (const auto& [ino, path] : namespaces) {
+    absl::StatusOr<std::vector<SnapshotSocket>> found =
+        absl::InternalError("not run");
+    std::thread t([&, ino = ino, path = path] {
+      ScopedFd ns(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!ns.valid() || setns(ns.get(), CLONE_NEWNET) != 0) {
+        found = absl::ErrnoToStatus(errno, absl::StrCat("join ", path));
+        return;
+      }
+      found = DumpCurrentNamespace(ino);
+    });
+    t.join();
+    // A namespace that vanished mid-scan is a race, not an error.
+    if (found.ok())
+      sockets.insert(sockets.end(), found->begin(), found->end());
   }
   // Owners are read after the dumps so that sockets created during them are
   // not left without their pids.

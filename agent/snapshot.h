@@ -51,6 +51,8 @@ struct SnapshotSocket {
   uint32_t inode = 0;
   uint64_t cookie = 0;  // idiag_cookie[0] | idiag_cookie[1] << 32 (SO_COOKIE).
   uint32_t uid = 0;
+  // Network namespace (inode of /proc/PID/ns/net) the socket lives in.
+  uint32_t netns_ino = 0;
   // Every process holding an fd to the socket, sorted and unique.
   std::vector<uint32_t> pids;
 };

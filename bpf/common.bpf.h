@@ -90,6 +90,7 @@ static __always_inline void fill_current_task(struct sw_task *t)
 static __always_inline void read_sock_tuple(struct sw_net *e, struct sock *sk)
 {
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->netns_ino = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	/* inet_sport survives inet_put_port (which zeroes skc_num on close). */
 	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	if (!e->sport)

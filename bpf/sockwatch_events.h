@@ -111,11 +111,20 @@ struct sw_net {
 	__u8 protocol;        /* IPPROTO_TCP / IPPROTO_UDP */
 	__u8 direction;       /* enum sw_direction */
 	__s32 outcome;        /* errno of a failed connect; 0 otherwise */
-	__u32 pad;
+	__u32 netns_ino;      /* network namespace inode (/proc/PID/ns/net) */
 	__u64 sock_cookie;    /* socket cookie (SO_COOKIE); joins with tc records */
 	__u64 duration_ns;    /* TCP_CLOSE: establishment to close */
 	__u64 bytes_sent;     /* TCP_CLOSE: bytes acked by the peer */
 	__u64 bytes_received; /* TCP_CLOSE */
+};
+
+/* Value of the TCP owner map (key: socket cookie): who owns a socket, recorded
+ * in process context; the agent seeds it for sockets older than itself. */
+struct sw_sk_owner {
+	struct sw_task task;  /* tgid 0 until known (passive open before accept) */
+	__u64 established_ns; /* 0 if unknown (socket older than the agent) */
+	__u8 direction;       /* enum sw_direction */
+	__u8 pad[7];
 };
 
 /* Index into the per-CPU counter array `sw_counters`. Never renumber. */

@@ -11,18 +11,11 @@
 #define ECONNRESET 104
 #define RCV_SHUTDOWN 1
 
-struct sk_owner {
-	struct sw_task task; /* tgid 0 until known (passive open before accept) */
-	__u64 established_ns;
-	__u8 direction;
-	__u8 pad[7];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64); /* struct sock * */
-	__type(value, struct sk_owner);
+	__type(key, __u64); /* socket cookie */
+	__type(value, struct sw_sk_owner);
 } sw_sk_owner SEC(".maps");
 
 static __always_inline struct sw_net *net_record(enum sw_kind kind, struct sock *sk,
@@ -40,7 +33,7 @@ static __always_inline struct sw_net *net_record(enum sw_kind kind, struct sock 
 	return e;
 }
 
-static __always_inline void owner_put(__u64 key, struct sk_owner *o, __u64 flags)
+static __always_inline void owner_put(__u64 key, struct sw_sk_owner *o, __u64 flags)
 {
 	if (bpf_map_update_elem(&sw_sk_owner, &key, o, flags) == -7 /* E2BIG */)
 		count(SW_CNT_OWNER_MAP_FULL);
@@ -55,22 +48,23 @@ static __always_inline int state_established_family(int s)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 {
-	__u64 key = (__u64)sk;
-	__u64 now = bpf_ktime_get_boot_ns();
-
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	/* The cookie, not the pointer: unique for the socket's life, shared with
+	 * sock_diag (the agent seeds owners of older sockets) and with tc. */
+	__u64 key = bpf_get_socket_cookie(sk);
+	__u64 now = bpf_ktime_get_boot_ns();
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
 		/* Inside connect(): current is the owner. */
-		struct sk_owner o = {.direction = SW_DIR_OUTBOUND};
+		struct sw_sk_owner o = {.direction = SW_DIR_OUTBOUND};
 		fill_current_task(&o.task);
 		owner_put(key, &o, BPF_ANY);
 		return 0;
 	}
 
 	if (oldstate == TCP_SYN_SENT) {
-		struct sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
+		struct sw_sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
 		if (!o)
 			count(SW_CNT_OWNER_MISSING);
 		struct sw_net *e = net_record(SW_KIND_TCP_CONNECT, sk, o ? &o->task : NULL,
@@ -82,7 +76,7 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 				int err = BPF_CORE_READ(sk, sk_err);
 				e->outcome = err ? err : ECANCELED;
 			}
-			e->sock_cookie = bpf_get_socket_cookie(sk);
+			e->sock_cookie = key;
 			submit(e);
 		}
 		if (newstate == TCP_ESTABLISHED && o)
@@ -94,19 +88,19 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 
 	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
 		/* Passive open, in softirq: the owner comes with accept(). */
-		struct sk_owner o = {.established_ns = now, .direction = SW_DIR_INBOUND};
-		bpf_get_socket_cookie(sk); /* assign it now so accept can read it */
+		/* The cookie is assigned by now (above), so accept can read it. */
+		struct sw_sk_owner o = {.established_ns = now, .direction = SW_DIR_INBOUND};
 		owner_put(key, &o, BPF_NOEXIST);
 		return 0;
 	}
 
 	if (newstate == TCP_CLOSE && state_established_family(oldstate)) {
-		struct sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
+		struct sw_sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
 		struct tcp_sock *tp = (struct tcp_sock *)sk;
 		struct sw_net *e = net_record(SW_KIND_TCP_CLOSE, sk, o ? &o->task : NULL,
 					      o ? o->direction : SW_DIR_UNKNOWN);
 		if (e) {
-			e->sock_cookie = bpf_get_socket_cookie(sk);
+			e->sock_cookie = key;
 			e->duration_ns = o && o->established_ns ? now - o->established_ns : 0;
 			/* Payload bytes: the counters include retransmissions and the
 			 * peer's FIN, which are not data the application moved. */
@@ -120,6 +114,8 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 		}
 		if (o)
 			bpf_map_delete_elem(&sw_sk_owner, &key);
+	} else if (newstate == TCP_CLOSE) {
+		bpf_map_delete_elem(&sw_sk_owner, &key); /* e.g. a listener */
 	}
 	return 0;
 }
@@ -150,22 +146,28 @@ static __always_inline int accept_exit(long ret)
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 
-	__u64 key = (__u64)sk;
-	struct sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
-	struct sk_owner fresh = {};
+	/* Assigned when the handshake completed (tp_btf above); 0 only for a
+	 * connection that was queued before the agent started. */
+	__u64 key = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	struct sw_sk_owner *o = key ? bpf_map_lookup_elem(&sw_sk_owner, &key) : NULL;
+	struct sw_sk_owner fresh = {};
 	if (!o) {
 		fresh.established_ns = bpf_ktime_get_boot_ns();
 		fresh.direction = SW_DIR_INBOUND;
 		o = &fresh;
 	}
 	fill_current_task(&o->task);
-	if (o == &fresh)
-		owner_put(key, &fresh, BPF_ANY);
+	if (o == &fresh) {
+		if (key)
+			owner_put(key, &fresh, BPF_ANY);
+		else
+			count(SW_CNT_OWNER_MISSING);
+	}
 
 	struct sw_net *e = net_record(SW_KIND_TCP_ACCEPT, sk, &o->task, SW_DIR_INBOUND);
 	if (!e)
 		return 0;
-	e->sock_cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	e->sock_cookie = key;
 	submit(e);
 	return 0;
 }

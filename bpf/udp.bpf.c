@@ -50,7 +50,9 @@ static __always_inline struct sw_net *udp_record(enum sw_kind kind, __u8 directi
 	if (!e)
 		return NULL;
 	__builtin_memset((char *)e + sizeof(e->hdr), 0, sizeof(*e) - sizeof(e->hdr));
-	fill_current_task(&e->task);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	fill_task_from(&e->task, task);
+	e->netns_ino = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 	e->protocol = IPPROTO_UDP;
 	e->direction = direction;
 	return e;

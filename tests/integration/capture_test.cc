@@ -94,6 +94,7 @@ class CaptureTest : public ::testing::Test {
     EXPECT_EQ(l.local_ip(), server_ip);
     EXPECT_EQ(l.local_port(), static_cast<uint32_t>(port));
     EXPECT_EQ(l.direction(), v1::DIRECTION_INBOUND);
+    EXPECT_EQ(l.netns(), net_->server_netns());
 
     Envelope connect = Expect(NetEvent(v1::NETWORK_KIND_CONNECT, client->pid), "connect");
     const NetworkEvent& c = connect.network();
@@ -108,6 +109,7 @@ class CaptureTest : public ::testing::Test {
     EXPECT_EQ(c.outcome(), v1::OUTCOME_ESTABLISHED);
     EXPECT_EQ(c.error_code(), 0);
     EXPECT_NE(c.socket_cookie(), 0u);
+    EXPECT_EQ(c.netns(), net_->client_netns());
     const std::string cid = ExpectedCommunityId(6, client_ip, c.local_port(), server_ip, port);
     EXPECT_EQ(c.community_id(), cid);
 
@@ -121,6 +123,8 @@ class CaptureTest : public ::testing::Test {
     EXPECT_EQ(a.direction(), v1::DIRECTION_INBOUND);
     EXPECT_EQ(a.outcome(), v1::OUTCOME_ESTABLISHED);
     EXPECT_EQ(a.community_id(), cid);  // both ends of one flow hash the same
+    EXPECT_EQ(a.netns(), net_->server_netns());
+    EXPECT_NE(a.socket_cookie(), 0u);
 
     for (const Child* who : {client.get(), server.get()}) {
       Envelope end = Expect(NetEvent(v1::NETWORK_KIND_FLOW_END, who->pid), "flow end");
@@ -131,6 +135,7 @@ class CaptureTest : public ::testing::Test {
       EXPECT_GT(f.duration_ns(), 0u);
       EXPECT_LT(f.duration_ns(), 30'000'000'000u);
       EXPECT_EQ(f.community_id(), cid);
+      EXPECT_EQ(f.netns(), who == client.get() ? net_->client_netns() : net_->server_netns());
       EXPECT_EQ(f.direction(), who == client.get() ? v1::DIRECTION_OUTBOUND : v1::DIRECTION_INBOUND);
       EXPECT_EQ(f.local_port(), who == client.get() ? c.local_port() : static_cast<uint32_t>(port));
     }
@@ -170,7 +175,7 @@ TEST_F(CaptureTest, RefusedConnect) {
 
 TEST_F(CaptureTest, TimedOutConnect) {
   auto client = Child::Spawn(net_->client_ns, {TestPeerPath(), "tcp-client", net_->server_v4, "80",
-                                               net_->client_v4_blackholed});
+                                               "--bind=" + net_->client_v4_blackholed});
   EXPECT_EQ(client->Wait(absl::Seconds(30)), 10 + ETIMEDOUT % 100);
   Envelope e = Expect(NetEvent(v1::NETWORK_KIND_CONNECT, client->pid), "timed-out connect");
   const NetworkEvent& n = e.network();
@@ -198,6 +203,11 @@ TEST_F(CaptureTest, UdpUnconnectedSendAndReceiveIpv4) {
   EXPECT_EQ(n.remote_port(), 5353u);
   EXPECT_GE(n.local_port(), 1024u);
   EXPECT_EQ(n.direction(), v1::DIRECTION_OUTBOUND);
+  EXPECT_EQ(n.netns(), net_->client_netns());
+  // An unbound socket's source address is chosen after the hook: the agent
+  // reports the wildcard and no Community ID rather than a wrong one.
+  EXPECT_EQ(n.local_ip(), "0.0.0.0");
+  EXPECT_EQ(n.community_id(), "");
 
   Envelope r = Expect(NetEvent(v1::NETWORK_KIND_UDP_RECV, server->pid), "udp recv");
   const NetworkEvent& m = r.network();
@@ -207,6 +217,7 @@ TEST_F(CaptureTest, UdpUnconnectedSendAndReceiveIpv4) {
   EXPECT_EQ(m.remote_ip(), net_->client_v4);
   EXPECT_EQ(m.remote_port(), n.local_port());
   EXPECT_EQ(m.direction(), v1::DIRECTION_INBOUND);
+  EXPECT_EQ(m.netns(), net_->server_netns());
 
   // Three datagrams, one (process, socket, remote): the kernel reports it once.
   EXPECT_EQ(agent_->All(NetEvent(v1::NETWORK_KIND_UDP_SEND, client->pid)).size(), 1u);

@@ -4,7 +4,9 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/sched.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -104,13 +106,20 @@ NetPair::NetPair() {
   ok_ = Run("bash -c '" + script + "'") == 0;
 }
 
+static uint32_t NsInode(const std::string& name) {
+  struct stat st;
+  return stat(("/run/netns/" + name).c_str(), &st) == 0 ? st.st_ino : 0;
+}
+uint32_t NetPair::client_netns() const { return NsInode(client_ns); }
+uint32_t NetPair::server_netns() const { return NsInode(server_ns); }
+
 NetPair::~NetPair() {
   Run("ip netns del " + client_ns + " 2>/dev/null");
   Run("ip netns del " + server_ns + " 2>/dev/null");
 }
 
 std::unique_ptr<Child> Child::Spawn(const std::string& netns, const std::vector<std::string>& argv,
-                                    const std::string& cwd) {
+                                    const std::string& cwd, pid_t want_pid) {
   int out[2], in[2];
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(in, O_CLOEXEC) != 0) return nullptr;
   int ns_fd = -1;
@@ -124,7 +133,17 @@ std::unique_ptr<Child> Child::Spawn(const std::string& netns, const std::vector<
   auto child = std::make_unique<Child>();
   child->argv = argv;
   child->boot_before = BootNs();
-  pid_t pid = fork();
+  pid_t pid;
+  if (want_pid) {
+    clone_args ca = {};
+    ca.exit_signal = SIGCHLD;
+    ca.set_tid = reinterpret_cast<uint64_t>(&want_pid);
+    ca.set_tid_size = 1;
+    pid = syscall(SYS_clone3, &ca, sizeof(ca));
+  } else {
+    pid = fork();
+  }
+  if (pid < 0) return nullptr;
   if (pid == 0) {
     // Only async-signal-safe calls between fork and exec.
     if (ns_fd >= 0 && setns(ns_fd, CLONE_NEWNET) != 0) _exit(126);

@@ -39,6 +39,9 @@ class NetPair {
   NetPair();
   ~NetPair();
   bool ok() const { return ok_; }
+  // Inode of each namespace, as events report it in `netns`.
+  uint32_t client_netns() const;
+  uint32_t server_netns() const;
 
   std::string client_ns, server_ns;
   std::string client_v4 = "10.231.0.1", server_v4 = "10.231.0.2";
@@ -55,8 +58,9 @@ class Child {
  public:
   // netns "" = this namespace. argv[0] is the program (absolute or relative
   // to cwd). stdin is a pipe the test may close; stdout is a pipe.
+  // want_pid != 0 asks the kernel for that pid (clone3 set_tid): pid reuse.
   static std::unique_ptr<Child> Spawn(const std::string& netns, const std::vector<std::string>& argv,
-                                      const std::string& cwd = "");
+                                      const std::string& cwd = "", pid_t want_pid = 0);
   ~Child();
   // Reads one line of stdout ("" on EOF or timeout).
   std::string ReadLine(absl::Duration timeout = absl::Seconds(10));

@@ -3,13 +3,14 @@
 // agent's output. Prints "ready" on stdout once a server is listening.
 //
 //   tcp-server ADDR PORT          accept one, read to EOF, answer "world"
-//   tcp-client ADDR PORT [SRC]    connect (from SRC), send "hello", read the answer;
+//   tcp-client ADDR PORT [--bind=SRC]  connect (from SRC), send "hello", read the answer;
 //                                 exit 0 when connected, 10 + errno % 100 when not
 //   tcp-connect-exit ADDR PORT    connect and _exit at once
 //   tcp-hold ADDR PORT            connect, print "ready", hold until stdin closes
 //   udp-recv ADDR PORT N          bind, print "ready", recvfrom N datagrams
 //   udp-send ADDR PORT N          sendto N datagrams from one unconnected socket
 //   udp-connect-send ADDR PORT N  connect, then send N datagrams
+//   udp-spray ADDR PORT N         one datagram to each of PORT .. PORT+N-1
 // Arguments after the ones a command takes are ignored (the long-argv test).
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -99,7 +100,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "tcp-client") {
-    int fd = Connect(a, argc > 4 ? argv[4] : nullptr);
+    const char* src = nullptr;
+    for (int i = 4; i < argc; ++i)
+      if (strncmp(argv[i], "--bind=", 7) == 0) src = argv[i] + 7;
+    int fd = Connect(a, src);
     if (fd < 0) return Die("connect");
     if (write(fd, "hello", 5) != 5) return Die("write");
     shutdown(fd, SHUT_WR);
@@ -145,6 +149,17 @@ int main(int argc, char** argv) {
       ssize_t r = connected ? send(fd, "ping", 4, 0)
                             : sendto(fd, "ping", 4, 0, reinterpret_cast<const sockaddr*>(&a.ss), a.len);
       if (r != 4) return Die("send");
+    }
+    return 0;
+  }
+  if (cmd == "udp-spray") {
+    int fd = socket(a.family, SOCK_DGRAM, 0);
+    Addr to = a;
+    const int base = atoi(argv[3]);
+    for (int i = 0; i < n; ++i) {
+      reinterpret_cast<sockaddr_in*>(&to.ss)->sin_port = htons(base + i);  // same offset for v6
+      if (sendto(fd, "x", 1, 0, reinterpret_cast<const sockaddr*>(&to.ss), to.len) != 1)
+        return Die("sendto");
     }
     return 0;
   }
