@@ -47,6 +47,8 @@ class Agent {
   void Stop() { stop_.store(true); }
 
   uint64_t emitted() const { return seq_; }
+  // What the probes cover; valid after Start().
+  const v1::Coverage& coverage() const { return probes_->coverage(); }
   uint64_t decode_errors() const { return decode_errors_; }
 
  private:

@@ -224,10 +224,28 @@ absl::StatusOr<bool> Decoder::DecodeExit(absl::Span<const uint8_t> rec, v1::Enve
   return true;
 }
 
+// A dual-stack socket talking IPv4 has v4-mapped IPv6 addresses (::ffff:a.b.c.d);
+// the flow on the wire is IPv4, and that is what Zeek and Suricata hash.
+static void UnmapV4(sw_net* e) {
+  static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  auto mapped_or_any = [](const uint8_t(&a)[16]) {
+    static constexpr uint8_t kAny[16] = {};
+    return std::memcmp(a, kPrefix, 12) == 0 || std::memcmp(a, kAny, 16) == 0;
+  };
+  if (e->family != AF_INET6 || std::memcmp(e->daddr, kPrefix, 12) != 0 || !mapped_or_any(e->saddr))
+    return;
+  e->family = AF_INET;
+  std::memmove(e->saddr, e->saddr + 12, 4);
+  std::memmove(e->daddr, e->daddr + 12, 4);
+  std::memset(e->saddr + 4, 0, 12);
+  std::memset(e->daddr + 4, 0, 12);
+}
+
 absl::StatusOr<bool> Decoder::DecodeNet(absl::Span<const uint8_t> rec, v1::Envelope* out) {
   auto r = Read<sw_net>(rec, "network");
   if (!r.ok()) return r.status();
-  const sw_net& e = *r;
+  sw_net& e = *r;
+  UnmapV4(&e);
   if (e.family != AF_INET && e.family != AF_INET6)
     return absl::InvalidArgumentError(absl::StrCat("network record with address family ", e.family));
   v1::NetworkEvent* n = out->mutable_network();

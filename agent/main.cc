@@ -96,6 +96,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   if (absl::Status s = agent.Start(); !s.ok()) return Fail(s.ToString());
+  fprintf(stderr, "sockwatch-agent: coverage: %s\n", sockwatch::CoverageToText(agent.coverage()).c_str());
   fprintf(stderr, "sockwatch-agent: running; Ctrl-C or SIGTERM stops\n");
   if (absl::Status s = agent.Run(); !s.ok()) return Fail(s.ToString());
   fprintf(stderr, "sockwatch-agent: stopped after %llu events\n",

@@ -67,6 +67,16 @@ std::string EnvelopeToJson(const v1::Envelope& env) {
   return out;
 }
 
+std::string CoverageToText(const v1::Coverage& c) {
+  std::string s = absl::StrCat("kernel=", c.kernel_release(), " btf=", c.btf() ? "yes" : "no");
+  for (const auto& h : c.hooks())
+    absl::StrAppend(&s, " ", h.family(), "=",
+                    h.available() ? absl::StrJoin(h.mechanisms(), "+")
+                                  : "UNAVAILABLE(" + EscapeForTerminal(h.error()) + ")");
+  for (const auto& b : c.blind_spots()) absl::StrAppend(&s, " | blind spot: ", b);
+  return s;
+}
+
 std::string EnvelopeToText(const v1::Envelope& env) {
   std::string s = absl::StrCat(TimeUtil::ToString(env.time()), " ");
   switch (env.event_case()) {
@@ -87,15 +97,9 @@ std::string EnvelopeToText(const v1::Envelope& env) {
                       TimeUtil::ToString(env.loss().first_time()), " and ",
                       TimeUtil::ToString(env.loss().last_time()));
       break;
-    case v1::Envelope::kCoverage: {
-      const auto& c = env.coverage();
-      absl::StrAppend(&s, "COVERAGE kernel=", c.kernel_release(), " btf=", c.btf() ? "yes" : "no");
-      for (const auto& h : c.hooks())
-        absl::StrAppend(&s, " ", h.family(), "=",
-                        h.available() ? absl::StrJoin(h.mechanisms(), "+") : "UNAVAILABLE(" + h.error() + ")");
-      for (const auto& b : c.blind_spots()) absl::StrAppend(&s, " | blind spot: ", b);
+    case v1::Envelope::kCoverage:
+      absl::StrAppend(&s, "COVERAGE ", CoverageToText(env.coverage()));
       break;
-    }
     case v1::Envelope::EVENT_NOT_SET:
       s += "EMPTY";
   }

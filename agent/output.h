@@ -17,6 +17,8 @@ absl::StatusOr<PrintFormat> ParsePrintFormat(absl::string_view s);
 // One line, no trailing newline.
 std::string EnvelopeToJson(const v1::Envelope& env);
 std::string EnvelopeToText(const v1::Envelope& env);
+// "kernel=… btf=… process=… | blind spot: …", for the start-up log too.
+std::string CoverageToText(const v1::Coverage& c);
 
 }  // namespace sockwatch
 

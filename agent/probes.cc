@@ -92,12 +92,13 @@ absl::StatusOr<std::unique_ptr<Probes>> Probes::Load(const ProbeOptions& opts) {
     p->coverage_.add_blind_spots(
         "UDP receives are reported only when the receiver asks for the source address "
         "(recvfrom/recvmsg with an address buffer)");
+    p->coverage_.add_blind_spots(
+        "unconnected UDP sends from a wildcard-bound socket report local address 0.0.0.0/:: "
+        "and no Community ID (the kernel picks the source after the hook)");
   } else {
     udp->set_error(std::string(s.message()));
     p->coverage_.add_blind_spots("UDP flows are not observed: " + std::string(s.message()));
   }
-  p->coverage_.add_blind_spots(
-      "no fentry fast path: kprobe/fentry-free hooks only (tracepoints and cgroup hooks)");
   return p;
 }
 

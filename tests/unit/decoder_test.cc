@@ -116,6 +116,27 @@ TEST_F(DecoderTest, RefusedConnectAndUnknownProcess) {
   EXPECT_EQ(dec_.unattributed(), 1u);
 }
 
+TEST_F(DecoderTest, DualStackSocketTalkingIpv4IsReportedAsIpv4) {
+  sw_net n = NetRecord(1);
+  n.family = AF_INET6;
+  inet_pton(AF_INET6, "::ffff:10.1.0.1", n.saddr);
+  inet_pton(AF_INET6, "::ffff:10.1.0.2", n.daddr);
+  v1::Envelope env;
+  ASSERT_TRUE(*dec_.Decode(Bytes(n), &env));
+  EXPECT_EQ(env.network().ip_version(), 4u);
+  EXPECT_EQ(env.network().local_ip(), "10.1.0.1");
+  EXPECT_EQ(env.network().remote_ip(), "10.1.0.2");
+  v1::Envelope v4;
+  ASSERT_TRUE(*dec_.Decode(Bytes(NetRecord(1)), &v4));
+  EXPECT_EQ(env.network().community_id(), v4.network().community_id());
+  // A real IPv6 flow stays IPv6.
+  inet_pton(AF_INET6, "fd00::1", n.saddr);
+  inet_pton(AF_INET6, "fd00::2", n.daddr);
+  ASSERT_TRUE(*dec_.Decode(Bytes(n), &env));
+  EXPECT_EQ(env.network().ip_version(), 6u);
+  EXPECT_EQ(env.network().remote_ip(), "fd00::2");
+}
+
 TEST_F(DecoderTest, SizeChecks) {
   v1::Envelope env;
   uint8_t tiny[4] = {};
