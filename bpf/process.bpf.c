@@ -31,9 +31,12 @@ static long path_step(__u64 index, void *data)
 	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
 	struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
 
-	if (dentry == mnt_root || dentry == parent) {
+	/* A pseudo dentry (memfd, anonymous files) is its own parent but no
+	 * mount's root: its name is the whole path, as d_path shows it. */
+	const int pseudo = dentry == parent && dentry != mnt_root;
+	if (!pseudo && dentry == mnt_root) {
 		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-		if (dentry != mnt_root || mnt == mnt_parent)
+		if (mnt == mnt_parent)
 			return 1; /* reached the root */
 		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		w->mnt = mnt_parent;
@@ -54,6 +57,8 @@ static long path_step(__u64 index, void *data)
 	}
 	w->off = off + n;
 	w->dentry = parent;
+	if (pseudo)
+		return 1;
 	if (index == SW_PATH_DEPTH - 1)
 		e->flags |= SW_EXEC_PATH_TRUNCATED;
 	return 0;

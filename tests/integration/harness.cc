@@ -119,7 +119,7 @@ NetPair::~NetPair() {
 }
 
 std::unique_ptr<Child> Child::Spawn(const std::string& netns, const std::vector<std::string>& argv,
-                                    const std::string& cwd, pid_t want_pid) {
+                                    const std::string& cwd, pid_t want_pid, int exec_fd) {
   int out[2], in[2];
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(in, O_CLOEXEC) != 0) return nullptr;
   int ns_fd = -1;
@@ -150,7 +150,10 @@ std::unique_ptr<Child> Child::Spawn(const std::string& netns, const std::vector<
     if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(126);
     dup2(in[0], 0);
     dup2(out[1], 1);
-    execv(args[0], args.data());
+    if (exec_fd >= 0)
+      fexecve(exec_fd, args.data(), environ);
+    else
+      execv(args[0], args.data());
     _exit(127);
   }
   child->boot_after = BootNs();

@@ -1,6 +1,8 @@
 // Process identity under stress (short lives, relative paths, symlinks, long
 // command lines, pid reuse), connections older than the agent, loss
 // reporting, clean detach and start-up errors.
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +10,8 @@
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -83,6 +87,50 @@ TEST_F(LifecycleTest, RelativePathAndSymlinkResolveToTheCanonicalExe) {
   }
   unlink(link.c_str());
   rmdir(linkdir.c_str());
+}
+
+// Copies sw_testpeer's bytes into fd.
+bool CopyPeer(int fd) {
+  std::ifstream in(TestPeerPath(), std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return !bytes.empty() && write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+}
+
+TEST_F(LifecycleTest, DeletedAndMemfdExecutablesAreMarked) {
+  auto agent = AgentProcess::Start({"--snapshot=false"});
+  ASSERT_NE(agent, nullptr);
+  // A binary unlinked before it runs: open it, delete it, exec the fd.
+  char tmpl[] = "/tmp/sw_del_XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::string path = dir + "/dropper";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0755);
+  ASSERT_TRUE(CopyPeer(fd));
+  close(fd);
+  fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  auto s1 = Server(7010);
+  auto deleted = Child::Spawn(net_.client_ns, {"dropper", "tcp-client", net_.server_v4, "7010"}, "", 0, fd);
+  ASSERT_EQ(deleted->Wait(), 0);
+  close(fd);
+  rmdir(dir.c_str());
+
+  // A binary that never had a path: memfd.
+  int mfd = memfd_create("sw-implant", MFD_CLOEXEC);
+  ASSERT_TRUE(CopyPeer(mfd));
+  auto s2 = Server(7011);
+  auto memfd = Child::Spawn(net_.client_ns, {"implant", "tcp-client", net_.server_v4, "7011"}, "", 0, mfd);
+  ASSERT_EQ(memfd->Wait(), 0);
+  close(mfd);
+
+  auto e = agent->WaitFor(NetEvent(v1::NETWORK_KIND_CONNECT, deleted->pid));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->network().process().exe(), path);
+  EXPECT_TRUE(e->network().process().exe_deleted());
+  EXPECT_EQ(e->network().process().argv(0), "dropper");
+  auto m = agent->WaitFor(NetEvent(v1::NETWORK_KIND_CONNECT, memfd->pid));
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->network().process().exe(), "/memfd:sw-implant");
+  EXPECT_TRUE(m->network().process().exe_deleted());
 }
 
 TEST_F(LifecycleTest, LongCommandLines) {
