@@ -100,6 +100,24 @@ std::string EnvelopeToText(const v1::Envelope& env) {
     case v1::Envelope::kCoverage:
       absl::StrAppend(&s, "COVERAGE ", CoverageToText(env.coverage()));
       break;
+    case v1::Envelope::kAlert: {
+      const v1::Alert& a = env.alert();
+      absl::StrAppend(&s, "ALERT ",
+                      absl::AsciiStrToLower(v1::Severity_Name(a.severity()).substr(9)), " ",
+                      a.rule(), a.occurrences() > 1 ? absl::StrCat(" x", a.occurrences()) : "",
+                      a.maybe_incomplete() ? " (events were lost: may be incomplete)" : "", ": ",
+                      EscapeForTerminal(a.summary()), " | ", ProcText(a.process()));
+      for (const auto& anc : a.ancestors())
+        absl::StrAppend(&s, " <- ", anc.pid(), ":", EscapeForTerminal(anc.exe()));
+      break;
+    }
+    case v1::Envelope::kLearning: {
+      const v1::LearningStatus& l = env.learning();
+      absl::StrAppend(&s, "LEARNING ", l.learning() ? "in progress" : "done", " until ",
+                      TimeUtil::ToString(l.ends()), " images=", l.images(),
+                      " behaviors=", l.behaviors(), " evicted=", l.evicted());
+      break;
+    }
     case v1::Envelope::EVENT_NOT_SET:
       s += "EMPTY";
   }

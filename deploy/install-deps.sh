@@ -18,6 +18,8 @@ PKGS=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc libabsl-dev
   # storage
   libsqlite3-dev sqlite3 libssl-dev
+  # detection: exceptions file (YAML) and its regexes
+  libyaml-cpp-dev libre2-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 python3 netcat-openbsd procps
