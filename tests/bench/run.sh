@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds and runs both benchmarks and prints their output. See BENCHMARKS.md.
+#   sudo tests/bench/run.sh
+# Env: BUILD_DIR (default build/), DECODE_ARGS and CONNECT_ARGS (extra flags,
+# e.g. CONNECT_ARGS="--connections=5000 --rounds=3" for a quick run).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+build=${BUILD_DIR:-$top/build}
+if [ "$(id -u)" != 0 ]; then
+  echo "run.sh: needs root (connect_bench starts the agent, which loads BPF programs): sudo $0" >&2
+  exit 2
+fi
+cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc)" --target sockwatch-agent decode_bench connect_bench >/dev/null
+
+echo "== decode_bench (userspace decode + process table, one core)"
+# shellcheck disable=SC2086
+"$build/tests/bench/decode_bench" --benchmark_repetitions=3 \
+  --benchmark_report_aggregates_only=true ${DECODE_ARGS:-}
+echo
+echo "== connect_bench (TCP connect latency with and without the agent)"
+# shellcheck disable=SC2086
+"$build/tests/bench/connect_bench" ${CONNECT_ARGS:-}
