@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "agent/decoder.h"
+#include "agent/pipeline.h"
 #include "agent/probes.h"
 #include "agent/process_table.h"
 
@@ -27,9 +28,15 @@ struct AgentOptions {
   bool snapshot = true;
   size_t max_processes = 131072;
   std::string host_id;
-  // Raw ring buffer records are appended here (u32 length + bytes), for
-  // replay by benchmarks and tests. Empty: off.
+  // Raw ring buffer records are written here (u32 length + bytes; the file
+  // is truncated at start), for replay by benchmarks and tests. Empty: off.
   std::string record_path;
+  // Called after each drain of the ring buffer (e.g. to flush stdout once per
+  // batch rather than once per line).
+  std::function<void()> after_drain;
+  // Baseline, detectors and local history; off: capture only.
+  bool detect = true;
+  PipelineOptions pipeline;
 };
 
 using Sink = std::function<void(const v1::Envelope&)>;
@@ -45,6 +52,8 @@ class Agent {
   absl::Status Run();
   // Safe from a signal handler.
   void Stop() { stop_.store(true); }
+  // Safe from a signal handler: reload the exceptions file (SIGHUP).
+  void RequestReload() { reload_.store(true); }
 
   uint64_t emitted() const { return seq_; }
   // What the probes cover; valid after Start().
@@ -66,6 +75,8 @@ class Agent {
   ProcessTable table_;
   Decoder decoder_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> reload_{false};
+  std::unique_ptr<Pipeline> pipeline_;
   std::string instance_;
   std::string hostname_;
   uint64_t seq_ = 0;

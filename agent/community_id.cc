@@ -1,5 +1,6 @@
 #include "agent/community_id.h"
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <algorithm>
@@ -33,8 +34,12 @@ std::string CommunityId(uint8_t ip_proto, absl::Span<const uint8_t> src_ip, uint
   buf.push_back(src_port & 0xff);
   buf.push_back(dst_port >> 8);
   buf.push_back(dst_port & 0xff);
+  // Fetched once: OpenSSL 3's SHA1() looks the algorithm up, under a lock,
+  // on every call.
+  static EVP_MD* const kSha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
   unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(buf.data(), buf.size(), digest);
+  unsigned int len = 0;
+  if (!kSha1 || !EVP_Digest(buf.data(), buf.size(), digest, &len, kSha1, nullptr)) return "";
   return absl::StrCat(
       "1:", absl::Base64Escape(absl::string_view(reinterpret_cast<char*>(digest), sizeof(digest))));
 }

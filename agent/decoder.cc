@@ -62,6 +62,8 @@ ProcInfo FromTask(const sw_task& t) {
 }
 
 std::string IpString(uint16_t family, const uint8_t (&addr)[16]) {
+  if (family != AF_INET6)  // inet_ntop goes through printf: IPv4 is most events
+    return absl::StrCat(addr[0], ".", addr[1], ".", addr[2], ".", addr[3]);
   char buf[INET6_ADDRSTRLEN] = {};
   inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, buf, sizeof(buf));
   return buf;
@@ -122,22 +124,28 @@ void FillProcess(const ProcInfo& p, const BootClock& clock, v1::Process* out) {
   out->set_ppid(p.ppid);
   out->set_uid(p.uid);
   out->set_gid(p.gid);
-  out->set_exe(ValidUtf8(p.exe));
-  bool raw_needed = !IsValidUtf8(p.exe);
-  for (const std::string& a : p.argv) {
-    out->add_argv(ValidUtf8(a));
-    raw_needed |= !IsValidUtf8(a);
-  }
-  if (raw_needed) {
-    // Nothing lost: the exact bytes ride along when the text had to be mended.
-    out->set_exe_raw(p.exe);
-    for (const std::string& a : p.argv) out->add_argv_raw(a);
+  if (p.text_valid) {  // the common case, checked once when the table got it
+    out->set_exe(p.exe);
+    out->mutable_argv()->Assign(p.argv.begin(), p.argv.end());
+    out->set_comm(p.comm);
+  } else {
+    out->set_exe(ValidUtf8(p.exe));
+    out->set_comm(ValidUtf8(p.comm));
+    bool raw_needed = !IsValidUtf8(p.exe);
+    for (const std::string& a : p.argv) {
+      out->add_argv(ValidUtf8(a));
+      raw_needed |= !IsValidUtf8(a);
+    }
+    if (raw_needed) {
+      // Nothing lost: the exact bytes ride along when the text had to be mended.
+      out->set_exe_raw(p.exe);
+      for (const std::string& a : p.argv) out->add_argv_raw(a);
+    }
   }
   if (p.start_ns) clock.ToTimestamp(p.start_ns, out->mutable_start_time());
   out->set_start_boottime_ns(p.start_ns);
   out->set_parent_start_boottime_ns(p.parent_start_ns);
   out->set_cgroup_id(p.cgroup_id);
-  out->set_comm(ValidUtf8(p.comm));
   out->set_argv_truncated(p.argv_truncated);
   out->set_argv_full_len(p.argv_full_len);
   out->set_exe_deleted(p.exe_deleted);
@@ -146,6 +154,7 @@ void FillProcess(const ProcInfo& p, const BootClock& clock, v1::Process* out) {
 }
 
 absl::StatusOr<bool> Decoder::Decode(absl::Span<const uint8_t> rec, v1::Envelope* out) {
+  out->Clear();
   if (rec.size() < sizeof(sw_header))
     return absl::InvalidArgumentError(absl::StrCat("record of ", rec.size(), " bytes is shorter than its header"));
   sw_header h;

@@ -40,7 +40,7 @@ class Decoder {
  public:
   Decoder(ProcessTable* table, const BootClock* clock) : table_(table), clock_(clock) {}
 
-  // Decodes one record. Returns false for records that yield no envelope
+  // Decodes one record into *out (cleared first). Returns false for records that yield no envelope
   // (unknown kind: counted, skipped). A malformed record is an error.
   absl::StatusOr<bool> Decode(absl::Span<const uint8_t> record, v1::Envelope* out);
 

@@ -51,11 +51,11 @@ v1::HookCoverage* AddHook(v1::Coverage* c, absl::string_view family,
 const char* CounterName(int i) {
   static constexpr const char* kNames[SW_CNT_MAX] = {
       "ringbuf_full",      "exec_argv_fault", "exec_path_fault", "owner_map_full",
-      "owner_missing",     "udp_dedup_hit",   "fd_resolve_fail", "pending_map_full"};
+      "owner_missing",     "udp_dedup_hit",   "fd_resolve_fail", "retired_7"};
   return i >= 0 && i < SW_CNT_MAX ? kNames[i] : "unknown";
 }
 
-bool CounterIsLoss(int i) { return i != SW_CNT_UDP_DEDUP_HIT; }
+bool CounterIsLoss(int i) { return i != SW_CNT_UDP_DEDUP_HIT && i != SW_CNT_RETIRED_7; }
 
 absl::StatusOr<std::unique_ptr<Probes>> Probes::Load(const ProbeOptions& opts) {
   libbpf_set_print(LibbpfPrint);

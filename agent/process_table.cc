@@ -1,5 +1,9 @@
 #include "agent/process_table.h"
 
+#include <algorithm>
+
+#include "agent/text.h"
+
 namespace sockwatch {
 
 void ProcessTable::MakeRoom() {
@@ -19,6 +23,9 @@ void ProcessTable::MakeRoom() {
 }
 
 void ProcessTable::Upsert(ProcInfo info) {
+  info.text_valid = IsValidUtf8(info.exe) && IsValidUtf8(info.comm) &&
+                    std::all_of(info.argv.begin(), info.argv.end(),
+                                [](const std::string& a) { return IsValidUtf8(a); });
   const Key key = KeyOf(info.pid, info.start_ns);
   auto it = entries_.find(key);
   if (it == entries_.end()) {

@@ -32,6 +32,9 @@ struct ProcInfo {
   bool exe_truncated = false;
   bool from_snapshot = false;
   bool exited = false;
+  // exe, comm and every argv are valid UTF-8 (checked once, at insert, so
+  // each event of the process can copy them as they are).
+  bool text_valid = false;
 };
 
 class ProcessTable {

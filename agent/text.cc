@@ -37,7 +37,9 @@ size_t Utf8SeqLen(absl::string_view s, size_t i) {
 }  // namespace
 
 bool IsValidUtf8(absl::string_view s) {
-  for (size_t i = 0; i < s.size();) {
+  size_t i = 0;
+  while (i < s.size() && static_cast<uint8_t>(s[i]) < 0x80) ++i;  // ASCII fast path
+  while (i < s.size()) {
     const size_t n = Utf8SeqLen(s, i);
     if (n == 0) return false;
     i += n;

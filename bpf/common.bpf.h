@@ -81,9 +81,20 @@ static __always_inline void fill_task_from(struct sw_task *t, struct task_struct
 	BPF_CORE_READ_STR_INTO(&t->comm, task, comm);
 }
 
+/* The same for the current task, with helpers instead of pointer chasing:
+ * this runs on every connect, accept and UDP send. */
 static __always_inline void fill_current_task(struct sw_task *t)
 {
-	fill_task_from(t, (struct task_struct *)bpf_get_current_task());
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 ug = bpf_get_current_uid_gid();
+	t->tgid = id >> 32;
+	t->pid = (__u32)id;
+	t->uid = (__u32)ug;
+	t->gid = ug >> 32;
+	t->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	t->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&t->comm, sizeof(t->comm));
 }
 
 /* Local/remote tuple straight from the socket. */
@@ -105,16 +116,17 @@ static __always_inline void read_sock_tuple(struct sw_net *e, struct sock *sk)
 	}
 }
 
-/* fd of the current task -> struct sock, as the syscall sees it. */
+/* fd of the current task -> struct sock, as the syscall sees it. Direct
+ * loads from the BTF task pointer (probe-memory loads, no helper calls);
+ * only the variable-index array element needs a helper. */
 static __always_inline struct sock *sock_from_fd(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
-	unsigned int max = BPF_CORE_READ(task, files, fdt, max_fds);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
 	struct file *f = NULL;
-	if (fd < 0 || (unsigned int)fd >= max || !fds)
+	if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	bpf_core_read(&f, sizeof(f), &fds[fd]);
+	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
 	if (!f)
 		return NULL;
 	struct socket *so = BPF_CORE_READ(f, private_data);
@@ -123,30 +135,13 @@ static __always_inline struct sock *sock_from_fd(int fd)
 	return BPF_CORE_READ(so, sk);
 }
 
-/* Syscall arguments kept between sys_enter and sys_exit, per thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);   /* pid_tgid */
-	__type(value, __s64); /* fd */
-} sw_pending_fd SEC(".maps");
-
-static __always_inline void pending_save(__s64 fd)
+/* First syscall argument, read at sys_exit from the saved user registers
+ * (arch-aware: arm64 keeps it in orig_x0). Saves an enter hook and a map
+ * update per call. */
+static __always_inline long syscall_arg1(void)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&sw_pending_fd, &id, &fd, BPF_ANY))
-		count(SW_CNT_PENDING_MAP_FULL);
-}
-
-/* Returns the saved fd, or -1. Always forgets it. */
-static __always_inline __s64 pending_take(void)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__s64 *fd = bpf_map_lookup_elem(&sw_pending_fd, &id);
-	__s64 v = fd ? *fd : -1;
-	if (fd)
-		bpf_map_delete_elem(&sw_pending_fd, &id);
-	return v;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return PT_REGS_PARM1_CORE_SYSCALL(regs);
 }
 
 #endif /* SOCKWATCH_COMMON_BPF_H_ */

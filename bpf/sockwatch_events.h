@@ -136,7 +136,7 @@ enum sw_counter {
 	SW_CNT_OWNER_MISSING = 4,  /* flow seen without an owner record */
 	SW_CNT_UDP_DEDUP_HIT = 5,  /* suppressed repeats (not a loss) */
 	SW_CNT_FD_RESOLVE_FAIL = 6,
-	SW_CNT_PENDING_MAP_FULL = 7,
+	SW_CNT_RETIRED_7 = 7,      /* was: pending syscall map full */
 	SW_CNT_MAX = 8,
 };
 

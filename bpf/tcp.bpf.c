@@ -18,8 +18,11 @@ struct {
 	__type(value, struct sw_sk_owner);
 } sw_sk_owner SEC(".maps");
 
+static __always_inline void read_sock_tuple_btf(struct sw_net *e, struct sock *sk);
+
+/* btf: sk is a trusted BTF pointer (tp_btf), read with plain loads. */
 static __always_inline struct sw_net *net_record(enum sw_kind kind, struct sock *sk,
-						 struct sw_task *task, __u8 direction)
+						 struct sw_task *task, __u8 direction, const int btf)
 {
 	struct sw_net *e = reserve(sizeof(*e), kind);
 	if (!e)
@@ -27,7 +30,10 @@ static __always_inline struct sw_net *net_record(enum sw_kind kind, struct sock 
 	__builtin_memset((char *)e + sizeof(e->hdr), 0, sizeof(*e) - sizeof(e->hdr));
 	if (task)
 		e->task = *task;
-	read_sock_tuple(e, sk);
+	if (btf)
+		read_sock_tuple_btf(e, sk);
+	else
+		read_sock_tuple(e, sk);
 	e->protocol = IPPROTO_TCP;
 	e->direction = direction;
 	return e;
@@ -37,6 +43,27 @@ static __always_inline void owner_put(__u64 key, struct sw_sk_owner *o, __u64 fl
 {
 	if (bpf_map_update_elem(&sw_sk_owner, &key, o, flags) == -7 /* E2BIG */)
 		count(SW_CNT_OWNER_MAP_FULL);
+}
+
+/* read_sock_tuple for the BTF tracepoint, where sk is a trusted pointer:
+ * plain loads instead of a helper call per field. */
+static __always_inline void read_sock_tuple_btf(struct sw_net *e, struct sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	e->family = sk->__sk_common.skc_family;
+	e->netns_ino = sk->__sk_common.skc_net.net->ns.inum;
+	/* inet_sport survives inet_put_port (which zeroes skc_num on close). */
+	e->sport = tp ? bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport) : 0;
+	if (!e->sport)
+		e->sport = sk->__sk_common.skc_num;
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (e->family == AF_INET6) {
+		__builtin_memcpy(e->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(e->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+	} else {
+		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
+	}
 }
 
 static __always_inline int state_established_family(int s)
@@ -50,12 +77,20 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 {
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	/* Most of a connection's ~10 transitions carry nothing new: leave before
+	 * any helper call (this runs in the hot path of every TCP socket). */
+	const int opening = oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT;
+	const int outcome = oldstate == TCP_SYN_SENT;
+	const int passive = oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED;
+	const int closing = newstate == TCP_CLOSE;
+	if (!opening && !outcome && !passive && !closing)
+		return 0;
 	/* The cookie, not the pointer: unique for the socket's life, shared with
 	 * sock_diag (the agent seeds owners of older sockets) and with tc. */
 	__u64 key = bpf_get_socket_cookie(sk);
 	__u64 now = bpf_ktime_get_boot_ns();
 
-	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+	if (opening) {
 		/* Inside connect(): current is the owner. */
 		struct sw_sk_owner o = {.direction = SW_DIR_OUTBOUND};
 		fill_current_task(&o.task);
@@ -63,12 +98,12 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 
-	if (oldstate == TCP_SYN_SENT) {
+	if (outcome) {
 		struct sw_sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
 		if (!o)
 			count(SW_CNT_OWNER_MISSING);
 		struct sw_net *e = net_record(SW_KIND_TCP_CONNECT, sk, o ? &o->task : NULL,
-					      SW_DIR_OUTBOUND);
+					      SW_DIR_OUTBOUND, 1);
 		if (e) {
 			if (newstate == TCP_ESTABLISHED) {
 				e->outcome = SW_OUTCOME_ESTABLISHED;
@@ -86,7 +121,7 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 
-	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
+	if (passive) {
 		/* Passive open, in softirq: the owner comes with accept(). */
 		/* The cookie is assigned by now (above), so accept can read it. */
 		struct sw_sk_owner o = {.established_ns = now, .direction = SW_DIR_INBOUND};
@@ -98,7 +133,7 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 		struct sw_sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
 		struct tcp_sock *tp = (struct tcp_sock *)sk;
 		struct sw_net *e = net_record(SW_KIND_TCP_CLOSE, sk, o ? &o->task : NULL,
-					      o ? o->direction : SW_DIR_UNKNOWN);
+					      o ? o->direction : SW_DIR_UNKNOWN, 1);
 		if (e) {
 			e->sock_cookie = key;
 			e->duration_ns = o && o->established_ns ? now - o->established_ns : 0;
@@ -120,23 +155,10 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-SEC("tp/syscalls/sys_enter_accept4")
-int sw_accept4_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	pending_save(ctx->args[0]);
-	return 0;
-}
-
-SEC("tp/syscalls/sys_enter_accept")
-int sw_accept_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	pending_save(ctx->args[0]);
-	return 0;
-}
-
+/* The new fd is the return value: no enter hook (and no map update) needed. */
 static __always_inline int accept_exit(long ret)
 {
-	if (pending_take() < 0 || ret < 0)
+	if (ret < 0)
 		return 0;
 	struct sock *sk = sock_from_fd(ret);
 	if (!sk) {
@@ -164,7 +186,7 @@ static __always_inline int accept_exit(long ret)
 			count(SW_CNT_OWNER_MISSING);
 	}
 
-	struct sw_net *e = net_record(SW_KIND_TCP_ACCEPT, sk, &o->task, SW_DIR_INBOUND);
+	struct sw_net *e = net_record(SW_KIND_TCP_ACCEPT, sk, &o->task, SW_DIR_INBOUND, 0);
 	if (!e)
 		return 0;
 	e->sock_cookie = key;
@@ -184,20 +206,12 @@ int sw_accept_exit(struct trace_event_raw_sys_exit *ctx)
 	return accept_exit(ctx->ret);
 }
 
-SEC("tp/syscalls/sys_enter_listen")
-int sw_listen_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	pending_save(ctx->args[0]);
-	return 0;
-}
-
 SEC("tp/syscalls/sys_exit_listen")
 int sw_listen_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	__s64 fd = pending_take();
-	if (fd < 0 || ctx->ret != 0)
+	if (ctx->ret != 0)
 		return 0;
-	struct sock *sk = sock_from_fd(fd);
+	struct sock *sk = sock_from_fd(syscall_arg1());
 	if (!sk) {
 		count(SW_CNT_FD_RESOLVE_FAIL);
 		return 0;
@@ -206,7 +220,7 @@ int sw_listen_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct sw_task task;
 	fill_current_task(&task);
-	struct sw_net *e = net_record(SW_KIND_TCP_LISTEN, sk, &task, SW_DIR_INBOUND);
+	struct sw_net *e = net_record(SW_KIND_TCP_LISTEN, sk, &task, SW_DIR_INBOUND, 0);
 	if (!e)
 		return 0;
 	submit(e);

@@ -132,20 +132,12 @@ int sw_udp_recvmsg6(struct bpf_sock_addr *ctx)
 	return sock_addr_event(ctx, SW_KIND_UDP_RECV, SW_DIR_INBOUND, 1);
 }
 
-SEC("tp/syscalls/sys_enter_connect")
-int sw_connect_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	pending_save(ctx->args[0]);
-	return 0;
-}
-
 SEC("tp/syscalls/sys_exit_connect")
 int sw_connect_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	__s64 fd = pending_take();
-	if (fd < 0 || ctx->ret != 0)
+	if (ctx->ret != 0)
 		return 0;
-	struct sock *sk = sock_from_fd(fd);
+	struct sock *sk = sock_from_fd(syscall_arg1());
 	if (!sk) {
 		count(SW_CNT_FD_RESOLVE_FAIL);
 		return 0;

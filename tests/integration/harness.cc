@@ -11,7 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
+#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -219,6 +221,12 @@ std::unique_ptr<AgentProcess> AgentProcess::Start(const std::vector<std::string>
   if (pipe2(out, O_CLOEXEC) != 0) return nullptr;
   std::vector<std::string> argv = {AgentPath(), "--print=json"};
   argv.insert(argv.end(), flags.begin(), flags.end());
+  if (std::none_of(flags.begin(), flags.end(),
+                   [](const std::string& f) { return absl::StartsWith(f, "--state_dir"); })) {
+    char dir[] = "/tmp/sw_state_XXXXXX";
+    a->own_state_dir_ = mkdtemp(dir);
+    argv.push_back("--state_dir=" + a->own_state_dir_);
+  }
   std::vector<char*> args;
   for (auto& s : argv) args.push_back(s.data());
   args.push_back(nullptr);
@@ -307,6 +315,7 @@ AgentProcess::~AgentProcess() {
   Stop();
   if (out_ >= 0) close(out_);
   unlink(stderr_path_.c_str());
+  if (!own_state_dir_.empty()) std::filesystem::remove_all(own_state_dir_);
 }
 
 std::string AgentProcess::Stderr() const {

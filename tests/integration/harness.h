@@ -84,6 +84,8 @@ class Child {
 // A running sockwatch-agent. Waits for its coverage event before returning.
 class AgentProcess {
  public:
+  // Unless flags name a --state_dir, the agent gets a fresh one of its own
+  // (removed with it).
   static std::unique_ptr<AgentProcess> Start(const std::vector<std::string>& flags);
   ~AgentProcess();
 
@@ -102,6 +104,7 @@ class AgentProcess {
   pid_t pid_ = -1;
   int out_ = -1;
   std::string stderr_path_;
+  std::string own_state_dir_;
   std::thread reader_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

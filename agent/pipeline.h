@@ -1,0 +1,87 @@
+// Detection and local history behind the capture: identity of each image,
+// baseline + detectors, reviewed exceptions, and the history store that
+// incident responders query with `sockwatch-agent history`.
+#ifndef SOCKWATCH_AGENT_PIPELINE_H_
+#define SOCKWATCH_AGENT_PIPELINE_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/baseline.h"
+#include "agent/detector.h"
+#include "agent/exceptions.h"
+#include "agent/history.h"
+#include "agent/identity.h"
+
+namespace sockwatch {
+
+struct PipelineOptions {
+  std::string state_dir = "/var/lib/sockwatch";
+  std::string cgroup2_path;
+  absl::Duration learning_period = absl::Hours(24);
+  size_t max_images = 200'000;
+  size_t max_behaviors = 2'000'000;
+  absl::Duration dedup_window = absl::Minutes(10);
+  std::string exceptions_path;  // "" = none
+  bool history = true;
+  absl::Duration history_max_age = absl::Hours(24 * 7);
+  uint64_t history_max_bytes = 512ull << 20;
+  std::string id_prefix;  // alert ids
+};
+
+using EmitFn = std::function<void(v1::Envelope&)>;
+
+class Pipeline {
+ public:
+  static absl::StatusOr<std::unique_ptr<Pipeline>> Open(const PipelineOptions& opts,
+                                                        const ProcessTable* table, const BootClock* clock);
+  ~Pipeline();
+
+  // Every envelope the agent emits passes here once it has its seq; alerts it
+  // raises are handed to emit (and come back here to be kept in history).
+  void OnEnvelope(const v1::Envelope& env, const EmitFn& emit);
+  void OnLoss(absl::Time first, absl::Time last) { detector_->NoteLoss(first, last); }
+  // Periodic work: history and baseline writes, dedup windows, retention,
+  // learning status.
+  void Tick(absl::Time now, const EmitFn& emit);
+  // SIGHUP: a bad file is refused with its line and reason; the old set stays.
+  void ReloadExceptions();
+  // Final writes.
+  absl::Status Close(const EmitFn& emit);
+  v1::LearningStatus Learning(absl::Time now) const;
+
+ private:
+  Pipeline(const PipelineOptions& opts, const ProcessTable* table, const BootClock* clock);
+  v1::ImageIdentity Identify(const v1::Process& p);
+  bool Excepted(const v1::Alert& a);
+  void FlushHistory();
+
+  PipelineOptions opts_;
+  const ProcessTable* table_;
+  const BootClock* clock_;
+  std::unique_ptr<Baseline> baseline_;
+  std::unique_ptr<Detector> detector_;
+  std::unique_ptr<HistoryStore> history_;
+  std::unique_ptr<ExceptionUsage> usage_;
+  ExceptionSet exceptions_;
+  Sha256Cache sha_;
+  CgroupPaths cgroups_;
+  // (pid, start) -> identity; cleared at exec and exit, bounded.
+  absl::flat_hash_map<std::pair<uint32_t, uint64_t>, v1::ImageIdentity> identities_;
+  std::vector<v1::Envelope> history_batch_;
+  uint64_t history_dropped_ = 0;
+  bool was_learning_ = false;
+  absl::Time next_baseline_flush_;
+  absl::Time next_retention_;
+  absl::Time next_status_;
+};
+
+}  // namespace sockwatch
+
+#endif  // SOCKWATCH_AGENT_PIPELINE_H_
