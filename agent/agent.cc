@@ -55,7 +55,22 @@ Agent::~Agent() {
   if (record_) fclose(record_);
 }
 
+const std::string& Agent::ContainerOf(uint64_t cgroup_id) {
+  auto it = containers_.find(cgroup_id);
+  if (it != containers_.end()) return it->second;
+  if (containers_.size() >= 65536) containers_.clear();  // bounded; refilled on demand
+  std::string id = cgroups_ ? ContainerIdFromCgroupPath(cgroups_->Resolve(cgroup_id)) : "";
+  return containers_.emplace(cgroup_id, std::move(id)).first->second;
+}
+
 void Agent::Emit(v1::Envelope& env) {
+  // Every event says which container (if any) its process runs in.
+  v1::Process* proc = env.has_network() ? env.mutable_network()->mutable_process()
+                      : env.has_exec()  ? env.mutable_exec()->mutable_process()
+                      : env.has_fork()  ? env.mutable_fork()->mutable_process()
+                      : env.has_exit()  ? env.mutable_exit()->mutable_process()
+                                        : nullptr;
+  if (proc && proc->cgroup_id()) proc->set_container_id(ContainerOf(proc->cgroup_id()));
   env.set_host_id(opts_.host_id);
   env.set_agent_instance(instance_);
   env.set_hostname(hostname_);
@@ -97,6 +112,8 @@ int Agent::OnRecord(void* ctx, void* data, size_t size) {
 }
 
 absl::Status Agent::Start() {
+  if (!opts_.probes.cgroup2_path.empty())
+    cgroups_ = std::make_unique<CgroupPaths>(opts_.probes.cgroup2_path);
   if (!opts_.record_path.empty()) {
     record_ = fopen(opts_.record_path.c_str(), "we");
     if (!record_) return absl::ErrnoToStatus(errno, absl::StrCat("open --record file ", opts_.record_path));

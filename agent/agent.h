@@ -11,7 +11,9 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "absl/container/flat_hash_map.h"
 #include "agent/decoder.h"
+#include "agent/identity.h"
 #include "agent/pipeline.h"
 #include "agent/probes.h"
 #include "agent/process_table.h"
@@ -65,6 +67,8 @@ class Agent {
   void Emit(v1::Envelope& env);
   void EmitSnapshot();
   void ReportLoss();
+  // Container id of a cgroup (cached; "" on the host).
+  const std::string& ContainerOf(uint64_t cgroup_id);
 
   AgentOptions opts_;
   Sink sink_;
@@ -77,6 +81,8 @@ class Agent {
   std::atomic<bool> stop_{false};
   std::atomic<bool> reload_{false};
   std::unique_ptr<Pipeline> pipeline_;
+  std::unique_ptr<CgroupPaths> cgroups_;
+  absl::flat_hash_map<uint64_t, std::string> containers_;
   std::string instance_;
   std::string hostname_;
   uint64_t seq_ = 0;

@@ -107,7 +107,8 @@ v1::ImageIdentity Pipeline::Identify(const v1::Process& p) {
     v1::ImageIdentity id = ClassifyImage(p.exe(), argv, n > 0 ? absl::string_view(cwd, n) : "");
     if (p.cgroup_id()) {
       id.set_cgroup_path(cgroups_.Resolve(p.cgroup_id()));
-      id.set_container_id(ContainerIdFromCgroupPath(id.cgroup_path()));
+      id.set_container_id(p.container_id().empty() ? ContainerIdFromCgroupPath(id.cgroup_path())
+                                                   : p.container_id());
     }
     for (std::string& m : SuspiciousMarks(p.exe(), p.exe_deleted())) id.add_suspicious(std::move(m));
     if (identities_.size() >= kMaxIdentities) identities_.clear();

@@ -121,7 +121,8 @@ NetPair::~NetPair() {
 }
 
 std::unique_ptr<Child> Child::Spawn(const std::string& netns, const std::vector<std::string>& argv,
-                                    const std::string& cwd, pid_t want_pid, int exec_fd) {
+                                    const std::string& cwd, pid_t want_pid, int exec_fd,
+                                    const std::string& cgroup_dir) {
   int out[2], in[2];
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(in, O_CLOEXEC) != 0) return nullptr;
   int ns_fd = -1;
@@ -132,6 +133,11 @@ std::unique_ptr<Child> Child::Spawn(const std::string& netns, const std::vector<
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  int cg_fd = -1;
+  if (!cgroup_dir.empty()) {
+    cg_fd = open((cgroup_dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+    if (cg_fd < 0) return nullptr;
+  }
   auto child = std::make_unique<Child>();
   child->argv = argv;
   child->boot_before = BootNs();
@@ -149,6 +155,7 @@ std::unique_ptr<Child> Child::Spawn(const std::string& netns, const std::vector<
   if (pid == 0) {
     // Only async-signal-safe calls between fork and exec.
     if (ns_fd >= 0 && setns(ns_fd, CLONE_NEWNET) != 0) _exit(126);
+    if (cg_fd >= 0 && write(cg_fd, "0", 1) != 1) _exit(126);
     if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(126);
     dup2(in[0], 0);
     dup2(out[1], 1);
@@ -160,6 +167,7 @@ std::unique_ptr<Child> Child::Spawn(const std::string& netns, const std::vector<
   }
   child->boot_after = BootNs();
   if (ns_fd >= 0) close(ns_fd);
+  if (cg_fd >= 0) close(cg_fd);
   close(out[1]);
   close(in[0]);
   child->pid = pid;

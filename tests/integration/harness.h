@@ -60,10 +60,11 @@ class Child {
   // to cwd). stdin is a pipe the test may close; stdout is a pipe.
   // want_pid != 0 asks the kernel for that pid (clone3 set_tid): pid reuse.
   // exec_fd >= 0 runs that open file (fexecve) instead of argv[0]: deleted
-  // and memfd executables.
+  // and memfd executables. cgroup_dir: a cgroup v2 directory the child joins
+  // before exec (containers).
   static std::unique_ptr<Child> Spawn(const std::string& netns, const std::vector<std::string>& argv,
                                       const std::string& cwd = "", pid_t want_pid = 0,
-                                      int exec_fd = -1);
+                                      int exec_fd = -1, const std::string& cgroup_dir = "");
   ~Child();
   // Reads one line of stdout ("" on EOF or timeout).
   std::string ReadLine(absl::Duration timeout = absl::Seconds(10));

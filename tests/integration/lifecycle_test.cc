@@ -13,8 +13,10 @@
 #include <fstream>
 #include <iterator>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
 
@@ -131,6 +133,41 @@ TEST_F(LifecycleTest, DeletedAndMemfdExecutablesAreMarked) {
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ(m->network().process().exe(), "/memfd:sw-implant");
   EXPECT_TRUE(m->network().process().exe_deleted());
+}
+
+TEST_F(LifecycleTest, ContainerIdIsOnEveryEvent) {
+  // A cgroup shaped like the one docker makes for a container.
+  const std::string mount = Capture("awk '$3 == \"cgroup2\" {print $2; exit}' /proc/mounts");
+  ASSERT_FALSE(mount.empty());
+  const std::string id(64, 'c');
+  const std::string dir = std::string(absl::StripTrailingAsciiWhitespace(mount)) +
+                          "/sw-test.slice/docker-" + id + ".scope";
+  ASSERT_EQ(testing::Run("mkdir -p " + dir), 0);
+  const std::string slice = std::string(absl::StripTrailingAsciiWhitespace(mount)) + "/sw-test.slice";
+  absl::Cleanup remove = [&] { testing::Run("rmdir " + dir + " " + slice + " 2>/dev/null"); };
+  struct stat st;
+  ASSERT_EQ(stat(dir.c_str(), &st), 0);
+  auto agent = AgentProcess::Start({"--snapshot=false"});
+  ASSERT_NE(agent, nullptr);
+  auto server = Server(7012);
+  auto client = Child::Spawn(net_.client_ns, {TestPeerPath(), "tcp-client", net_.server_v4, "7012"}, "", 0,
+                             -1, dir);
+  ASSERT_NE(client, nullptr);
+  ASSERT_EQ(client->Wait(), 0);
+  auto c = agent->WaitFor(NetEvent(v1::NETWORK_KIND_CONNECT, client->pid));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->network().process().cgroup_id(), st.st_ino);
+  EXPECT_EQ(c->network().process().container_id(), id);
+  auto x = agent->WaitFor([&](const Envelope& e) {
+    return e.has_exit() && e.exit().process().pid() == static_cast<uint32_t>(client->pid);
+  });
+  ASSERT_TRUE(x.has_value());
+  EXPECT_EQ(x->exit().process().container_id(), id);
+  // The server runs on the host: no container.
+  auto a = agent->WaitFor(NetEvent(v1::NETWORK_KIND_ACCEPT, server->pid));
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->network().process().container_id(), "");
+  client.reset();  // a cgroup with no process left can be removed
 }
 
 TEST_F(LifecycleTest, LongCommandLines) {
