@@ -13,16 +13,16 @@ PKGS=(
   # build
   build-essential cmake pkg-config git
   # BPF: compiler, skeleton generator, library
-  clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
+  clang libbpf-dev bpftool libelf-dev zlib1g-dev
   # protobuf + gRPC + Abseil
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc libabsl-dev
   # storage
   libsqlite3-dev sqlite3 libssl-dev
   # detection: exceptions file (YAML) and its regexes
   libyaml-cpp-dev libre2-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev googletest libbenchmark-dev
-  iproute2 python3 netcat-openbsd procps
+  # tests and benchmarks (ip netns + veth; pkill; setpriv is in util-linux)
+  libgtest-dev libgmock-dev libbenchmark-dev
+  iproute2 procps
 )
 
 missing=()

@@ -15,6 +15,7 @@ secs=${WORKLOAD_SECS:-15}
 max_records=${MAX_RECORDS:-6000}
 py=/usr/bin/python3  # not a pyenv shim: its wrapper scripts would flood the exec mix
 
+# Needs python3 and curl besides the build dependencies: apt-get install python3 curl
 if [ "$(id -u)" != 0 ]; then echo "record_sample.sh: needs root (loads BPF)" >&2; exit 2; fi
 work=$(mktemp -d)
 pids=()
