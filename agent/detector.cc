@@ -96,31 +96,43 @@ void Detector::Observe(const v1::Envelope& env, std::vector<v1::Alert>* out) {
 
   std::string rule;
   v1::Severity severity = v1::SEVERITY_LOW;
-  std::string summary;
-  const std::string what = b->Describe();
   if (!id.suspicious().empty()) {
     rule = "suspicious_image_network";
     severity = v1::SEVERITY_HIGH;
-    summary = absl::StrCat(ImageName(id), " (", absl::StrJoin(id.suspicious(), ", "),
-                           ") used the network: ", what, " ", Endpoint(n));
   } else if (learning) {
     return;  // learning: the baseline grows, nothing is raised
   } else if (obs.first_network) {
     rule = "first_network_use";
     severity = v1::SEVERITY_MEDIUM;
-    summary = absl::StrCat(ImageName(id), " used the network for the first time: ", what, " ",
-                           Endpoint(n));
   } else if (obs.new_behavior && b->kind == Behavior::kListen) {
     rule = "new_listener";
     severity = v1::SEVERITY_MEDIUM;
-    summary = absl::StrCat(ImageName(id), " started ", what, ", which it never did before");
   } else if (obs.new_behavior) {
     rule = "new_behavior";
-    severity = v1::SEVERITY_LOW;
-    summary = absl::StrCat(ImageName(id), " did something new: ", what, " ", Endpoint(n), " (",
-                           obs.known_behaviors, " behaviours known)");
   } else {
     return;
+  }
+  // A repeat inside its window is only counted: check before building the
+  // alert (ancestry, copies), which costs far more than the check.
+  const std::string key = absl::StrCat(rule, "|", id.key(), "|", b->Code());
+  if (auto w = windows_.find(key); w != windows_.end() && now < w->second.ends) {
+    ++deduplicated_;
+    w->second.last.set_occurrences(w->second.last.occurrences() + 1);
+    return;
+  }
+  const std::string what = b->Describe();
+  std::string summary;
+  if (rule == "suspicious_image_network") {
+    summary = absl::StrCat(ImageName(id), " (", absl::StrJoin(id.suspicious(), ", "),
+                           ") used the network: ", what, " ", Endpoint(n));
+  } else if (rule == "first_network_use") {
+    summary = absl::StrCat(ImageName(id), " used the network for the first time: ", what, " ",
+                           Endpoint(n));
+  } else if (rule == "new_listener") {
+    summary = absl::StrCat(ImageName(id), " started ", what, ", which it never did before");
+  } else {
+    summary = absl::StrCat(ImageName(id), " did something new: ", what, " ", Endpoint(n), " (",
+                           obs.known_behaviors, " behaviours known)");
   }
 
   v1::Alert a;
@@ -146,7 +158,7 @@ void Detector::Observe(const v1::Envelope& env, std::vector<v1::Alert>* out) {
   f->set_learning(learning);
   a.set_occurrences(1);
   a.set_maybe_incomplete(NearLoss(now));
-  Raise(std::move(a), absl::StrCat(rule, "|", id.key(), "|", b->Code()), now, out);
+  Raise(std::move(a), key, now, out);
 }
 
 void Detector::Raise(v1::Alert alert, const std::string& key, absl::Time now,
@@ -155,15 +167,11 @@ void Detector::Raise(v1::Alert alert, const std::string& key, absl::Time now,
     ++excepted_;
     return;
   }
-  auto it = windows_.find(key);
-  if (it != windows_.end() && now < it->second.ends) {
-    ++deduplicated_;
-    const uint64_t n = it->second.last.occurrences() + 1;
-    const std::string id = it->second.last.id();
-    it->second.last = std::move(alert);
-    it->second.last.set_id(id);
-    it->second.last.set_occurrences(n);
-    return;
+  if (auto old = windows_.find(key); old != windows_.end() && old->second.last.occurrences() > 1) {
+    // Its window closed since the last Tick: its summary goes out first.
+    v1::Alert summary = std::move(old->second.last);
+    summary.set_repeat_summary(true);
+    out->push_back(std::move(summary));
   }
   if (windows_.size() >= opts_.max_dedup_entries) {
     Tick(absl::InfiniteFuture(), out);  // close every window rather than grow

@@ -60,7 +60,7 @@ class Detector {
  private:
   struct Window {
     absl::Time ends;
-    v1::Alert last;  // the latest occurrence, for the summary
+    v1::Alert last;  // the first occurrence, with the count, for the summary
   };
 
   void Raise(v1::Alert alert, const std::string& dedup_key, absl::Time now, std::vector<v1::Alert>* out);

@@ -430,6 +430,16 @@ std::optional<mode_t> StatMode(const std::string& path) {
   return st.st_mode;
 }
 
+std::optional<mode_t> StatModeCache::operator()(const std::string& path) {
+  const absl::Time now = absl::Now();
+  auto it = entries_.find(path);
+  if (it != entries_.end() && it->second.second > now) return it->second.first;
+  if (entries_.size() >= max_entries_) entries_.clear();
+  std::optional<mode_t> mode = StatMode(path);
+  entries_[path] = {mode, now + ttl_};
+  return mode;
+}
+
 std::vector<std::string> SuspiciousMarks(absl::string_view exe, bool exe_deleted,
                                          const StatModeFn& stat_mode) {
   std::vector<std::string> marks;

@@ -99,6 +99,26 @@ class CgroupPaths {
 using StatModeFn = std::function<std::optional<mode_t>(const std::string& path)>;
 std::optional<mode_t> StatMode(const std::string& path);
 
+// StatMode, remembered for a while: the directories on executable paths
+// rarely change mode, and a stat() per path component on every exec was most
+// of the detection pipeline's cost. Not thread-safe; bounded (cleared when
+// full).
+class StatModeCache {
+ public:
+  explicit StatModeCache(absl::Duration ttl = absl::Seconds(10), size_t max_entries = 16384)
+      : ttl_(ttl), max_entries_(max_entries) {}
+  std::optional<mode_t> operator()(const std::string& path);
+  // A StatModeFn reading through this cache (which must outlive it).
+  StatModeFn AsFn() {
+    return [this](const std::string& path) { return (*this)(path); };
+  }
+
+ private:
+  absl::Duration ttl_;
+  size_t max_entries_;
+  absl::flat_hash_map<std::string, std::pair<std::optional<mode_t>, absl::Time>> entries_;
+};
+
 // Why an image looks planted: "deleted" (and not memfd), "memfd",
 // "world_writable_dir" (any ancestor directory is o+w, sticky or not),
 // "hidden_dir" (any directory component starts with '.'), in that order.

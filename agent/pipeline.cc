@@ -110,7 +110,7 @@ v1::ImageIdentity Pipeline::Identify(const v1::Process& p) {
       id.set_container_id(p.container_id().empty() ? ContainerIdFromCgroupPath(id.cgroup_path())
                                                    : p.container_id());
     }
-    for (std::string& m : SuspiciousMarks(p.exe(), p.exe_deleted())) id.add_suspicious(std::move(m));
+    for (std::string& m : SuspiciousMarks(p.exe(), p.exe_deleted(), stat_)) id.add_suspicious(std::move(m));
     if (identities_.size() >= kMaxIdentities) identities_.clear();
     it = identities_.emplace(key, std::move(id)).first;
   }

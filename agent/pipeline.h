@@ -72,6 +72,8 @@ class Pipeline {
   ExceptionSet exceptions_;
   Sha256Cache sha_;
   CgroupPaths cgroups_;
+  StatModeCache stat_cache_;
+  StatModeFn stat_ = stat_cache_.AsFn();
   // (pid, start) -> identity; cleared at exec and exit, bounded.
   absl::flat_hash_map<std::pair<uint32_t, uint64_t>, v1::ImageIdentity> identities_;
   std::vector<v1::Envelope> history_batch_;

@@ -3,6 +3,8 @@
 #   sudo tests/bench/run.sh
 # Env: BUILD_DIR (default build/), DECODE_ARGS and CONNECT_ARGS (extra flags,
 # e.g. CONNECT_ARGS="--connections=5000 --rounds=3" for a quick run).
+# Also runs detect_bench (detection pipeline); DETECT_ARGS adds flags to it,
+# e.g. DETECT_ARGS=--scale-images=0 skips its 1M-behaviour baseline section.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$top/build}
@@ -12,11 +14,17 @@ if [ "$(id -u)" != 0 ]; then
 fi
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" --target sockwatch-agent decode_bench connect_bench >/dev/null
+cmake --build "$build" -j"$(nproc)" --target detect_bench >/dev/null
 
 echo "== decode_bench (userspace decode + process table, one core)"
 # shellcheck disable=SC2086
 "$build/tests/bench/decode_bench" --benchmark_repetitions=3 \
   --benchmark_report_aggregates_only=true ${DECODE_ARGS:-}
+echo
+echo "== detect_bench (identity + baseline + detectors, one core; baseline at 1M behaviours)"
+# shellcheck disable=SC2086
+"$build/tests/bench/detect_bench" --benchmark_repetitions=3 \
+  --benchmark_report_aggregates_only=true ${DETECT_ARGS:-}
 echo
 echo "== connect_bench (TCP connect latency with and without the agent)"
 # shellcheck disable=SC2086
