@@ -200,9 +200,11 @@ absl::StatusOr<bool> Decoder::DecodeExec(absl::Span<const uint8_t> rec, v1::Enve
   p.argv_truncated = e.flags & (SW_EXEC_ARGV_TRUNCATED | SW_EXEC_ARGV_FAULT);
   p.exe_deleted = e.flags & SW_EXEC_PATH_DELETED;
   p.exe_truncated = e.flags & (SW_EXEC_PATH_TRUNCATED | SW_EXEC_PATH_FAULT);
-  FillProcess(p, *clock_, out->mutable_exec()->mutable_process());
+  const uint32_t pid = p.pid;
+  const uint64_t start = p.start_ns;
+  table_->Upsert(std::move(p));  // first: the table checks the text once for all events
+  FillProcess(*table_->Find(pid, start), *clock_, out->mutable_exec()->mutable_process());
   out->mutable_exec()->mutable_process()->set_tid(e.task.pid);
-  table_->Upsert(std::move(p));
   return true;
 }
 
