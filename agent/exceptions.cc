@@ -25,6 +25,8 @@
 #include "yaml-cpp/yaml.h"
 
 namespace sockwatch {
+
+constexpr absl::string_view kSuspiciousRule = "suspicious_image_network";
 namespace {
 
 constexpr int kGlobFlags = FNM_PATHNAME | FNM_PERIOD;
@@ -404,6 +406,10 @@ bool InCidr(const Cidr& c, int family, const uint8_t* a) {
 // Cheap tests first; the regex last.
 bool Matches(const ExceptionMatch& m, const ExceptionFacts& f, FactsCache& cache) {
   if (!m.rule.empty() && m.rule != f.rule) return false;
+  // A planted binary (deleted, memfd, hidden or world-writable directory) on
+  // the network is never normalised by a general entry: only an entry that
+  // names this rule can silence it.
+  if (m.rule.empty() && f.rule == kSuspiciousRule) return false;
   if (m.direction != v1::DIRECTION_UNSPECIFIED && m.direction != f.direction) return false;
   if (m.protocol != v1::PROTOCOL_UNSPECIFIED && m.protocol != f.protocol) return false;
   if (!m.ports.empty() && std::none_of(m.ports.begin(), m.ports.end(), [&](const PortRange& p) {

@@ -26,6 +26,8 @@
 //         remote: 10.0.0.0/8            # CIDR (v4 or v6) or a list; a bare address is /32 or /128
 //         rule: new_behavior            # first_network_use | new_behavior |
 //                                       # new_listener | suspicious_image_network
+//                                       # (no rule: every rule but suspicious_image_network,
+//                                       # which only an entry naming it can silence)
 //
 // Globs are fnmatch(3) with FNM_PATHNAME | FNM_PERIOD, i.e. shell semantics:
 // `*` and `?` do not cross '/' and do not match a leading '.' of a path

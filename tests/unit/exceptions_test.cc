@@ -185,11 +185,14 @@ TEST(ExceptionMatchTest, ContainerPrefixAndRule) {
   f.container_id.clear();                                 // on the host
   EXPECT_FALSE(Matches("{container: 0123456789ab}", f));
   f = Base();
-  for (const char* rule : {"first_network_use", "new_listener", "suspicious_image_network"}) {
+  for (const char* rule : {"first_network_use", "new_listener"}) {
     f.rule = rule;
     EXPECT_FALSE(Matches("{exe: '/usr/local/bin/*', rule: new_behavior}", f)) << rule;
-    EXPECT_TRUE(Matches("{exe: '/usr/local/bin/*'}", f)) << rule;  // no rule: every rule
+    EXPECT_TRUE(Matches("{exe: '/usr/local/bin/*'}", f)) << rule;  // no rule: every rule...
   }
+  f.rule = "suspicious_image_network";  // ...but the planted-binary rule, which must be named
+  EXPECT_FALSE(Matches("{exe: '/usr/local/bin/*'}", f));
+  EXPECT_TRUE(Matches("{exe: '/usr/local/bin/*', rule: suspicious_image_network}", f));
 }
 
 TEST(ExceptionMatchTest, ExpiredEntriesStopMatching) {
@@ -676,6 +679,32 @@ TEST_F(ExceptionCliTest, ReviewTableJsonAndEscaping) {
       {"review", "--exceptions=" + clean, "--state-dir=" + state, "--unused-days=60", "--json"});
   EXPECT_EQ(r.code, 0);
   EXPECT_EQ(r.out, "");
+}
+
+}  // namespace
+}  // namespace sockwatch
+
+namespace sockwatch {
+namespace {
+
+TEST(ExceptionSuspiciousTest, OnlyAnEntryNamingTheRuleSilencesAPlantedBinary) {
+  auto set = ExceptionSet::Parse(
+      "exceptions:\n"
+      "  - id: general\n    owner: a@x\n    reason: r\n    expires: 2099-01-01\n"
+      "    match: {exe: /tmp/tool}\n"
+      "  - id: explicit\n    owner: a@x\n    reason: r\n    expires: 2099-01-01\n"
+      "    match: {exe: /tmp/lab, rule: suspicious_image_network}\n",
+      "x.yaml");
+  ASSERT_TRUE(set.ok()) << set.status();
+  ExceptionFacts f;
+  f.exe = "/tmp/tool";
+  f.rule = "first_network_use";
+  EXPECT_NE(set->Match(f, absl::Now()), nullptr);
+  f.rule = "suspicious_image_network";
+  EXPECT_EQ(set->Match(f, absl::Now()), nullptr);  // the general entry does not normalise it
+  f.exe = "/tmp/lab";
+  ASSERT_NE(set->Match(f, absl::Now()), nullptr);
+  EXPECT_EQ(set->Match(f, absl::Now())->id, "explicit");
 }
 
 }  // namespace
