@@ -69,8 +69,9 @@ class CaptureTest : public ::testing::Test {
     EXPECT_FALSE(p.unknown());
   }
 
-  static Envelope Expect(const AgentProcess::Pred& pred, const char* what) {
-    auto e = agent_->WaitFor(pred, absl::Seconds(10));
+  static Envelope Expect(const AgentProcess::Pred& pred, const char* what,
+                         absl::Duration wait = absl::Seconds(10)) {
+    auto e = agent_->WaitFor(pred, wait);
     EXPECT_TRUE(e.has_value()) << "no event: " << what << "\nnetwork events seen:\n"
                                << DumpNetwork() << "agent stderr:\n" << agent_->Stderr();
     return e.value_or(Envelope());
@@ -177,7 +178,9 @@ TEST_F(CaptureTest, TimedOutConnect) {
   auto client = Child::Spawn(net_->client_ns, {TestPeerPath(), "tcp-client", net_->server_v4, "80",
                                                "--bind=" + net_->client_v4_blackholed});
   EXPECT_EQ(client->Wait(absl::Seconds(30)), 10 + ETIMEDOUT % 100);
-  Envelope e = Expect(NetEvent(v1::NETWORK_KIND_CONNECT, client->pid), "timed-out connect");
+  // The give-up runs from the retransmit timer; allow for a slow machine.
+  Envelope e = Expect(NetEvent(v1::NETWORK_KIND_CONNECT, client->pid), "timed-out connect",
+                      absl::Seconds(30));
   const NetworkEvent& n = e.network();
   ExpectPeer(n.process(), *client);
   EXPECT_EQ(n.outcome(), v1::OUTCOME_TIMED_OUT);

@@ -40,6 +40,9 @@ class DetectionTest : public ::testing::Test {
     state_ = mkdtemp(tmpl);
     char t2[] = "/root/sw_unseen_XXXXXX";  // neither hidden nor world-writable
     plain_dir_ = mkdtemp(t2);
+    // The known client runs from here too: the build tree itself may sit under
+    // /tmp (world-writable), which would make every peer a suspicious image.
+    peer_ = Copy(plain_dir_, "sw_client");
   }
   void TearDown() override {
     std::filesystem::remove_all(state_);
@@ -69,7 +72,7 @@ class DetectionTest : public ::testing::Test {
     auto learning = agent->WaitFor([](const Envelope& e) { return e.has_learning(); });
     ASSERT_TRUE(learning.has_value());
     EXPECT_TRUE(learning->learning().learning());
-    auto c = Connect(TestPeerPath(), 8080);
+    auto c = Connect(peer_, 8080);
     ASSERT_TRUE(agent->WaitFor(NetEvent(v1::NETWORK_KIND_CONNECT, c->pid)).has_value());
     EXPECT_EQ(agent->Stop(), 0);
     EXPECT_TRUE(agent->All([](const Envelope& e) {
@@ -103,7 +106,7 @@ class DetectionTest : public ::testing::Test {
   }
 
   NetPair net_;
-  std::string state_, plain_dir_, hidden_dir_;
+  std::string state_, plain_dir_, hidden_dir_, peer_;
 };
 
 TEST_F(DetectionTest, KnownBehaviourIsQuietAndNoveltiesRaiseTheRightAlert) {
@@ -116,16 +119,16 @@ TEST_F(DetectionTest, KnownBehaviourIsQuietAndNoveltiesRaiseTheRightAlert) {
   EXPECT_GE(status->learning().images(), 1u);
 
   // 1. What the baseline knows raises nothing, after a restart.
-  auto known = Connect(TestPeerPath(), 8080);
+  auto known = Connect(peer_, 8080);
   ASSERT_TRUE(agent->WaitFor(NetEvent(v1::NETWORK_KIND_CONNECT, known->pid)).has_value());
 
   // 2. A known binary on a new port.
-  auto new_port = Connect(TestPeerPath(), 9090);
+  auto new_port = Connect(peer_, 9090);
   auto a = agent->WaitFor(AlertFor(new_port->pid));
   ASSERT_TRUE(a.has_value());
   EXPECT_EQ(a->alert().rule(), "new_behavior");
   EXPECT_EQ(a->alert().severity(), v1::SEVERITY_LOW);
-  ExpectProcessAndAncestry(a->alert(), *new_port, TestPeerPath());
+  ExpectProcessAndAncestry(a->alert(), *new_port, peer_);
   EXPECT_EQ(a->alert().network().remote_port(), 9090u);
   EXPECT_GE(a->alert().baseline().known_behaviors(), 1u);
   EXPECT_TRUE(absl::StrContains(a->alert().summary(), "port 9090")) << a->alert().summary();
