@@ -73,7 +73,9 @@ class CaptureTest : public ::testing::Test {
                          absl::Duration wait = absl::Seconds(10)) {
     auto e = agent_->WaitFor(pred, wait);
     EXPECT_TRUE(e.has_value()) << "no event: " << what << "\nnetwork events seen:\n"
-                               << DumpNetwork() << "agent stderr:\n" << agent_->Stderr();
+                               << DumpNetwork() << "agent stderr:\n" << agent_->Stderr()
+                               << "kernel counters:\n"
+                               << Capture("bpftool map dump name sw_counters 2>&1 | head -80");
     return e.value_or(Envelope());
   }
 
