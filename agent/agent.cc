@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "agent/community_id.h"
 #include "agent/host.h"
 #include "agent/snapshot.h"
@@ -255,6 +256,24 @@ void Agent::ReportLoss() {
   if (table_.evicted() > reported_evictions_) {
     emit("process_table_full", table_.evicted() - reported_evictions_);
     reported_evictions_ = table_.evicted();
+  }
+  if (opts_.spool) {
+    if (std::optional<SpoolLoss> lost = opts_.spool->TakeLoss()) {
+      v1::Envelope env;
+      v1::Loss* l = env.mutable_loss();
+      l->set_reason(kSpoolLossReason);
+      l->set_count(lost->count);
+      auto set = [](absl::Time t, google::protobuf::Timestamp* ts) {
+        if (t == absl::InfinitePast()) t = absl::Now();  // no event time was known
+        const int64_t ns = absl::ToUnixNanos(t);
+        ts->set_seconds(ns / 1000000000);
+        ts->set_nanos(static_cast<int32_t>(ns % 1000000000));
+      };
+      set(lost->first, l->mutable_first_time());
+      set(lost->last, l->mutable_last_time());
+      fprintf(stderr, "sockwatch-agent: lost %llu (%s)\n", static_cast<unsigned long long>(lost->count), kSpoolLossReason);
+      Emit(env);
+    }
   }
   loss_window_start_ns_ = now;
 }

@@ -17,10 +17,15 @@
 #include "agent/pipeline.h"
 #include "agent/probes.h"
 #include "agent/process_table.h"
+#include "agent/spool.h"
 
 struct ring_buffer;
 
 namespace sockwatch {
+
+// Loss.reason of records the spool to the collector lost (overflow while the
+// collector was unreachable, or damaged on disk).
+inline constexpr char kSpoolLossReason[] = "spool";
 
 struct AgentOptions {
   ProbeOptions probes;
@@ -39,6 +44,9 @@ struct AgentOptions {
   // Baseline, detectors and local history; off: capture only.
   bool detect = true;
   PipelineOptions pipeline;
+  // The spool to the collector, if any: its losses (overflow, damage) are
+  // reported as Loss events like the kernel's. Not owned.
+  Spool* spool = nullptr;
 };
 
 using Sink = std::function<void(const v1::Envelope&)>;
@@ -58,6 +66,9 @@ class Agent {
   void RequestReload() { reload_.store(true); }
 
   uint64_t emitted() const { return seq_; }
+  const std::string& host_id() const { return opts_.host_id; }
+  const std::string& instance() const { return instance_; }
+  const std::string& hostname() const { return hostname_; }
   // What the probes cover; valid after Start().
   const v1::Coverage& coverage() const { return probes_->coverage(); }
   uint64_t decode_errors() const { return decode_errors_; }

@@ -1,4 +1,5 @@
 // sockwatch-agent: loads the probes and prints process-attributed network events.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -9,9 +10,12 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include <iostream>
 
 #include "agent/agent.h"
+#include "agent/exporter.h"
+#include "agent/spool.h"
 #include "agent/exceptions.h"
 #include "agent/history.h"
 #include "agent/host.h"
@@ -45,6 +49,25 @@ ABSL_FLAG(uint64_t, baseline_max_behaviors, 2000000, "Baseline bound: behaviours
 ABSL_FLAG(bool, history, true, "Keep network events and alerts in the local history");
 ABSL_FLAG(absl::Duration, history_max_age, absl::Hours(24 * 7), "Local history: oldest kept");
 ABSL_FLAG(uint64_t, history_max_bytes, 512ull << 20, "Local history: size bound in bytes (oldest out first)");
+ABSL_FLAG(std::string, collector, "",
+          "Stream events to this collector (HOST:PORT); without it the agent runs standalone");
+ABSL_FLAG(std::string, tls_ca, "/etc/sockwatch/tls/ca.pem", "CA that signed the collector's certificate (PEM)");
+ABSL_FLAG(std::string, tls_cert, "/etc/sockwatch/tls/agent.pem",
+          "This host's certificate (PEM); its CN must be the --host_id");
+ABSL_FLAG(std::string, tls_key, "/etc/sockwatch/tls/agent.key", "This host's private key (PEM)");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to verify in the collector's certificate (default: the --collector host)");
+ABSL_FLAG(bool, insecure, false, "Plaintext to the collector; only to a loopback --collector");
+ABSL_FLAG(uint64_t, spool_max_bytes, 256ull << 20,
+          "Spool bound (state_dir/spool): past it the oldest unsent events go, counted as loss");
+ABSL_FLAG(uint64_t, spool_segment_bytes, 8ull << 20, "Spool segment file size");
+ABSL_FLAG(std::string, spool_fsync, "interval",
+          "Spool durability: always (every write), interval (once a second) or never");
+ABSL_FLAG(uint64_t, export_batch, 1000, "Most events per batch sent to the collector");
+ABSL_FLAG(absl::Duration, reconnect_max, absl::Seconds(30),
+          "Longest wait between attempts to reach the collector (exponential backoff with jitter)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(5),
+          "On stop, how long to wait for the collector to acknowledge what is spooled");
 ABSL_FLAG(std::string, host_id, "", "Host id on every event (default: /etc/machine-id, else the hostname)");
 
 namespace {
@@ -86,6 +109,7 @@ int main(int argc, char** argv) {
       "Usage: sockwatch-agent [--print=json|text|none] [flags]\n"
       "       sockwatch-agent history [--since 2h] [--exe PATH] [--pid N] [--remote CIDR] [--port N] [--json]\n"
       "       sockwatch-agent exceptions review|check --exceptions=FILE\n"
+      "       sockwatch-agent --collector=HOST:PORT [--tls_ca --tls_cert --tls_key] [--print=none]\n"
       "(each subcommand has its own --help)");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "' (see --help)"));
@@ -125,8 +149,55 @@ int main(int argc, char** argv) {
   opts.pipeline.history_max_age = absl::GetFlag(FLAGS_history_max_age);
   opts.pipeline.history_max_bytes = absl::GetFlag(FLAGS_history_max_bytes);
 
+  // To a collector: every event goes through the spool, which the exporter
+  // sends and replays; capture never waits for the network.
+  const std::string collector = absl::GetFlag(FLAGS_collector);
+  std::unique_ptr<sockwatch::Spool> spool;
+  sockwatch::ExporterOptions xopts;
+  if (!collector.empty()) {
+    xopts.address = collector;
+    xopts.insecure = absl::GetFlag(FLAGS_insecure);
+    xopts.tls = {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key)};
+    xopts.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+    xopts.batch_envelopes = absl::GetFlag(FLAGS_export_batch);
+    xopts.backoff_max = std::max(absl::GetFlag(FLAGS_reconnect_max), xopts.backoff_initial);
+    if (xopts.batch_envelopes < 1 || xopts.batch_envelopes > sockwatch::kMaxBatchEnvelopes)
+      return Fail(absl::StrCat("--export_batch must be 1-", sockwatch::kMaxBatchEnvelopes));
+    // Checks the address and the TLS files before any probe is loaded.
+    if (auto check = sockwatch::Exporter::Create(xopts, nullptr, {}); !check.ok())
+      return Fail(check.status().message());
+    auto fsync = sockwatch::ParseSpoolFsync(absl::GetFlag(FLAGS_spool_fsync));
+    if (!fsync.ok()) return Fail(absl::StrCat("--spool_fsync: ", fsync.status().message()));
+    sockwatch::SpoolOptions sopts;
+    sopts.dir = absl::GetFlag(FLAGS_state_dir) + "/spool";
+    sopts.max_bytes = absl::GetFlag(FLAGS_spool_max_bytes);
+    sopts.segment_bytes = absl::GetFlag(FLAGS_spool_segment_bytes);
+    sopts.fsync = *fsync;
+    auto opened = sockwatch::Spool::Open(sopts);
+    if (!opened.ok()) return Fail(absl::StrCat("spool: ", opened.status().message()));
+    spool = *std::move(opened);
+    opts.spool = spool.get();
+    opts.after_drain = [s = spool.get()] {
+      fflush(stdout);
+      if (absl::Status st = s->Flush(); !st.ok())
+        fprintf(stderr, "sockwatch-agent: spool: %s\n", st.ToString().c_str());
+    };
+  }
+
   const sockwatch::PrintFormat fmt = *format;
-  sockwatch::Agent agent(opts, [fmt](const sockwatch::v1::Envelope& env) {
+  std::string payload;
+  uint64_t spool_errors = 0;
+  sockwatch::Agent agent(opts, [&](const sockwatch::v1::Envelope& env) {
+    if (spool) {
+      payload.clear();
+      env.SerializeToString(&payload);
+      const uint64_t carried =
+          env.has_loss() && env.loss().reason() == sockwatch::kSpoolLossReason ? env.loss().count() : 0;
+      const absl::Time t = absl::FromUnixSeconds(env.time().seconds()) + absl::Nanoseconds(env.time().nanos());
+      if (auto r = spool->Append(payload, t, carried); !r.ok() && (spool_errors++ & 1023) == 0)
+        fprintf(stderr, "sockwatch-agent: spool: %s (%llu events not spooled)\n",
+                r.status().ToString().c_str(), static_cast<unsigned long long>(spool_errors));
+    }
     if (fmt == sockwatch::PrintFormat::kNone) return;
     const std::string line = fmt == sockwatch::PrintFormat::kJson ? sockwatch::EnvelopeToJson(env)
                                                                   : sockwatch::EnvelopeToText(env);
@@ -143,8 +214,34 @@ int main(int argc, char** argv) {
 
   if (absl::Status s = agent.Start(); !s.ok()) return Fail(s.ToString());
   fprintf(stderr, "sockwatch-agent: coverage: %s\n", sockwatch::CoverageToText(agent.coverage()).c_str());
+  std::unique_ptr<sockwatch::Exporter> exporter;
+  if (spool) {
+    sockwatch::v1::Hello hello;
+    hello.set_host_id(agent.host_id());
+    hello.set_agent_instance(agent.instance());
+    hello.set_hostname(agent.hostname());
+    hello.set_kernel_release(sockwatch::KernelRelease());
+    hello.set_agent_version(SOCKWATCH_VERSION);
+    *hello.mutable_coverage() = agent.coverage();
+    hello.mutable_started()->set_seconds(absl::ToUnixSeconds(absl::Now()));
+    auto created = sockwatch::Exporter::Create(xopts, spool.get(), std::move(hello));
+    if (!created.ok()) return Fail(created.status().message());
+    exporter = *std::move(created);
+    exporter->Start();
+    fprintf(stderr, "sockwatch-agent: streaming to %s as host '%s' (spool %s)\n", collector.c_str(),
+            agent.host_id().c_str(), (absl::GetFlag(FLAGS_state_dir) + "/spool").c_str());
+  }
   fprintf(stderr, "sockwatch-agent: running; Ctrl-C or SIGTERM stops\n");
-  if (absl::Status s = agent.Run(); !s.ok()) return Fail(s.ToString());
+  absl::Status run = agent.Run();
+  if (exporter) {
+    if (absl::Status s = spool->Flush(); !s.ok())
+      fprintf(stderr, "sockwatch-agent: spool: %s\n", s.ToString().c_str());
+    exporter->Stop(absl::GetFlag(FLAGS_drain_timeout));
+    const sockwatch::SpoolStats st = spool->stats();
+    fprintf(stderr, "sockwatch-agent: collector acknowledged up to spool position %llu of %llu\n",
+            static_cast<unsigned long long>(st.acked_seq), static_cast<unsigned long long>(st.last_seq));
+  }
+  if (!run.ok()) return Fail(run.ToString());
   fprintf(stderr, "sockwatch-agent: stopped after %llu events\n",
           static_cast<unsigned long long>(agent.emitted()));
   return 0;

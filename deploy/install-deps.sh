@@ -18,6 +18,8 @@ PKGS=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc libabsl-dev
   # storage
   libsqlite3-dev sqlite3 libssl-dev
+  # mTLS: development certificates (deploy/certs/make-certs.sh)
+  openssl
   # detection: exceptions file (YAML) and its regexes
   libyaml-cpp-dev libre2-dev
   # tests and benchmarks (ip netns + veth; pkill; setpriv is in util-linux)

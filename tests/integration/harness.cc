@@ -308,10 +308,10 @@ std::vector<v1::Envelope> AgentProcess::All(const Pred& pred) {
   return out;
 }
 
-int AgentProcess::Stop() {
+int AgentProcess::Stop(int sig) {
   if (stopped_) return exit_status_;
   stopped_ = true;
-  kill(pid_, SIGTERM);
+  kill(pid_, sig);
   int st = 0;
   waitpid(pid_, &st, 0);
   if (reader_.joinable()) reader_.join();

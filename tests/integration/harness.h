@@ -94,8 +94,9 @@ class AgentProcess {
   // First envelope (seen so far or arriving) matching pred.
   std::optional<v1::Envelope> WaitFor(const Pred& pred, absl::Duration timeout = absl::Seconds(10));
   std::vector<v1::Envelope> All(const Pred& pred);
-  // SIGTERM, wait for the final drain; returns the exit status.
-  int Stop();
+  // SIGTERM (or sig), wait for the final drain; returns the exit status (-1
+  // if killed by a signal).
+  int Stop(int sig = 15);
   std::string Stderr() const;
   size_t parse_errors() const { return parse_errors_; }
 

@@ -1,0 +1,322 @@
+// The collector against clients that misbehave, and under the load of a
+// fleet: 200 simulated agents (the agent's real spool and exporter) at once.
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "agent/exporter.h"
+#include "agent/spool.h"
+#include "agent/transport.h"
+#include "collector/store.h"
+#include "grpcpp/create_channel.h"
+#include "gtest/gtest.h"
+#include "sockwatch/v1/ingest.grpc.pb.h"
+#include "tests/integration/collector_harness.h"
+#include "tests/integration/harness.h"
+
+namespace sockwatch::testing {
+namespace {
+
+v1::Envelope NetworkEnvelope(const std::string& host, const std::string& instance, uint64_t seq) {
+  v1::Envelope e;
+  e.set_host_id(host);
+  e.set_agent_instance(instance);
+  e.set_seq(seq);
+  e.mutable_time()->set_seconds(absl::ToUnixSeconds(absl::Now()));
+  v1::NetworkEvent* n = e.mutable_network();
+  n->set_kind(v1::NETWORK_KIND_CONNECT);
+  n->set_protocol(v1::PROTOCOL_TCP);
+  n->set_remote_ip("192.0.2.10");
+  n->set_remote_port(443);
+  n->mutable_process()->set_pid(1000 + seq % 100);
+  n->mutable_process()->set_exe("/usr/bin/curl");
+  n->mutable_process()->add_argv("curl");
+  n->mutable_process()->add_argv("https://example.test/");
+  return e;
+}
+
+// One stream by hand: the messages given, then the status the collector ends it with.
+grpc::Status Exchange(const std::shared_ptr<grpc::ChannelCredentials>& creds,
+                      const std::string& address, const std::vector<v1::AgentMessage>& msgs,
+                      int* acks = nullptr) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(64 << 20);
+  auto stub = v1::Ingest::NewStub(grpc::CreateCustomChannel(address, creds, args));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  auto stream = stub->Stream(&ctx);
+  for (const v1::AgentMessage& m : msgs)
+    if (!stream->Write(m)) break;
+  stream->WritesDone();
+  v1::CollectorMessage in;
+  int n = 0;
+  while (stream->Read(&in)) ++n;
+  if (acks) *acks = n;
+  return stream->Finish();
+}
+
+class CollectorTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { pki_ = new TestPki({"host-a", "host-b"}); }
+  static void TearDownTestSuite() { delete pki_; }
+  void SetUp() override {
+    ASSERT_TRUE(pki_->ok());
+    char tmpl[] = "/tmp/sw_collector_XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    db_ = dir_ + "/c.db";
+    collector_ = CollectorProcess::Start(FreePort(), db_, pki_->CollectorFlags());
+    ASSERT_NE(collector_, nullptr);
+  }
+  void TearDown() override {
+    collector_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::shared_ptr<grpc::ChannelCredentials> Creds(const std::string& host) {
+    auto c = ClientTls({pki_->ca(), pki_->agent_cert(host), pki_->agent_key(host)});
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : nullptr;
+  }
+
+  static v1::AgentMessage Hello(const std::string& host) {
+    v1::AgentMessage m;
+    m.mutable_hello()->set_host_id(host);
+    m.mutable_hello()->set_agent_instance("inst1");
+    return m;
+  }
+  static v1::AgentMessage Batch(const std::string& host, uint64_t first, int n,
+                                uint64_t spool_seq) {
+    v1::AgentMessage m;
+    for (int i = 0; i < n; ++i) *m.mutable_batch()->add_envelopes() = NetworkEnvelope(host, "inst1", first + i);
+    m.mutable_batch()->set_spool_seq(spool_seq);
+    return m;
+  }
+  uint64_t Stored(const std::string& host) {
+    auto store = OpenStore("sqlite:" + db_);
+    if (!store.ok()) return ~0ull;
+    EventQuery q;
+    q.host_id = host;
+    auto n = (*store)->CountEvents(q);
+    return n.ok() ? *n : ~0ull;
+  }
+
+  static TestPki* pki_;
+  std::string dir_, db_;
+  std::unique_ptr<CollectorProcess> collector_;
+};
+
+TestPki* CollectorTest::pki_ = nullptr;
+
+TEST_F(CollectorTest, StoresAGoodStreamAndAcknowledgesIt) {
+  int acks = 0;
+  grpc::Status s = Exchange(Creds("host-a"), collector_->address(),
+                            {Hello("host-a"), Batch("host-a", 1, 10, 10), Batch("host-a", 11, 5, 15)},
+                            &acks);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_GE(acks, 1);
+  EXPECT_EQ(Stored("host-a"), 15u);
+  // A replay of the same envelopes stores nothing new.
+  s = Exchange(Creds("host-a"), collector_->address(), {Hello("host-a"), Batch("host-a", 1, 15, 15)});
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Stored("host-a"), 15u);
+}
+
+TEST_F(CollectorTest, RefusesAnAgentWritingAsAnotherHost) {
+  grpc::Status s = Exchange(Creds("host-a"), collector_->address(),
+                            {Hello("host-b"), Batch("host-b", 1, 3, 3)});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "certificate is for host 'host-a'")) << s.error_message();
+  // An honest hello, then envelopes of another host.
+  s = Exchange(Creds("host-a"), collector_->address(), {Hello("host-a"), Batch("host-b", 1, 3, 3)});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Stored("host-b"), 0u);
+  EXPECT_EQ(Stored("host-a"), 0u);
+  EXPECT_TRUE(absl::StrContains(collector_->Stderr(), "refused")) << collector_->Stderr();
+}
+
+TEST_F(CollectorTest, RefusesClientsWithoutAValidCertificate) {
+  // No client certificate.
+  grpc::SslCredentialsOptions no_cert;
+  no_cert.pem_root_certs = *ReadPem(pki_->ca(), "tls_ca");
+  grpc::Status s = Exchange(grpc::SslCredentials(no_cert), collector_->address(),
+                            {Hello("host-a"), Batch("host-a", 1, 3, 3)});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  // A certificate from another CA, for the right host name.
+  TestPki foreign({"host-a"});
+  ASSERT_TRUE(foreign.ok());
+  auto creds = ClientTls({pki_->ca(), foreign.agent_cert("host-a"), foreign.agent_key("host-a")});
+  ASSERT_TRUE(creds.ok());
+  s = Exchange(*creds, collector_->address(), {Hello("host-a"), Batch("host-a", 1, 3, 3)});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  // Plaintext to an mTLS collector.
+  s = Exchange(grpc::InsecureChannelCredentials(), collector_->address(), {Hello("host-a")});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_EQ(Stored("host-a"), 0u);
+}
+
+TEST_F(CollectorTest, RefusesMalformedAndOversizedMessages) {
+  struct Case {
+    const char* what;
+    std::vector<v1::AgentMessage> msgs;
+    grpc::StatusCode code;
+    const char* message;
+  };
+  v1::AgentMessage seq0 = Batch("host-a", 0, 1, 1);
+  v1::AgentMessage no_event = Batch("host-a", 1, 1, 1);
+  no_event.mutable_batch()->mutable_envelopes(0)->clear_network();
+  v1::AgentMessage no_time = Batch("host-a", 1, 1, 1);
+  no_time.mutable_batch()->mutable_envelopes(0)->clear_time();
+  v1::AgentMessage bad_instance = Batch("host-a", 1, 1, 1);
+  bad_instance.mutable_batch()->mutable_envelopes(0)->set_agent_instance("a\x1b[2Jb");
+  v1::AgentMessage bad_hello = Hello("host-a");
+  bad_hello.mutable_hello()->set_agent_instance("");
+  v1::AgentMessage empty;
+  v1::AgentMessage huge = Batch("host-a", 1, 1, 1);
+  huge.mutable_batch()->mutable_envelopes(0)->mutable_network()->mutable_process()->add_argv(
+      std::string(17 << 20, 'x'));
+  const std::vector<Case> cases = {
+      {"batch before hello", {Batch("host-a", 1, 1, 1)}, grpc::StatusCode::INVALID_ARGUMENT, "batch before hello"},
+      {"seq 0", {Hello("host-a"), seq0}, grpc::StatusCode::INVALID_ARGUMENT, "seq is 0"},
+      {"no event", {Hello("host-a"), no_event}, grpc::StatusCode::INVALID_ARGUMENT, "no event"},
+      {"no time", {Hello("host-a"), no_time}, grpc::StatusCode::INVALID_ARGUMENT, "no time"},
+      {"control bytes", {Hello("host-a"), bad_instance}, grpc::StatusCode::INVALID_ARGUMENT, "printable ASCII"},
+      {"empty instance", {bad_hello}, grpc::StatusCode::INVALID_ARGUMENT, "agent_instance is empty"},
+      {"empty message", {Hello("host-a"), empty}, grpc::StatusCode::INVALID_ARGUMENT, "neither hello nor batch"},
+      {"second hello", {Hello("host-a"), Hello("host-a")}, grpc::StatusCode::INVALID_ARGUMENT, "second hello"},
+      {"spool_seq backwards", {Hello("host-a"), Batch("host-a", 1, 1, 5), Batch("host-a", 2, 1, 4)},
+       grpc::StatusCode::INVALID_ARGUMENT, "not above the previous"},
+      {"too many envelopes", {Hello("host-a"), Batch("host-a", 1, kMaxBatchEnvelopes + 1, 1)},
+       grpc::StatusCode::RESOURCE_EXHAUSTED, "envelopes (max"},
+      {"message over 16 MiB", {Hello("host-a"), huge}, grpc::StatusCode::RESOURCE_EXHAUSTED, ""},
+  };
+  for (const Case& c : cases) {
+    grpc::Status s = Exchange(Creds("host-a"), collector_->address(), c.msgs);
+    EXPECT_EQ(s.error_code(), c.code) << c.what << ": " << s.error_message();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), c.message)) << c.what << ": " << s.error_message();
+  }
+  // The batch before a refused one in the same stream was stored; the refused one was not.
+  EXPECT_EQ(Stored("host-a"), 1u);
+  // The collector is unharmed: a good stream still works.
+  grpc::Status s = Exchange(Creds("host-a"), collector_->address(), {Hello("host-a"), Batch("host-a", 100, 4, 4)});
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Stored("host-a"), 5u);
+  // Nothing of a control sequence reached the log raw.
+  EXPECT_FALSE(absl::StrContains(collector_->Stderr(), "\x1b")) << collector_->Stderr();
+}
+
+TEST(CollectorFlagsTest, PlaintextOnlyOnLoopback) {
+  EXPECT_EQ(testing::Run(absl::StrCat(CollectorPath(), " --listen=0.0.0.0:7999 --insecure --store=sqlite:/tmp/x.db 2>&1 | grep -q 'allowed only on loopback'")), 0);
+  EXPECT_EQ(testing::Run(absl::StrCat(CollectorPath(), " --listen=127.0.0.1:7999 2>&1 | grep -q 'tls_ca is required'")), 0);
+  EXPECT_EQ(testing::Run(absl::StrCat(CollectorPath(), " --listen=127.0.0.1:7999 --insecure --store=mysql:x 2>&1 | grep -q 'store'")), 0);
+}
+
+// 200 agents, each with its own spool, certificate and exporter, stream at
+// once to one collector; everything is stored once, in bounded time.
+TEST(CollectorLoadTest, TwoHundredAgentsAtOnce) {
+  constexpr int kAgents = 200;
+  constexpr int kEvents = 1000;
+  std::vector<std::string> hosts;
+  for (int i = 0; i < kAgents; ++i) hosts.push_back(absl::StrFormat("load-%03d", i));
+  const absl::Time setup = absl::Now();
+  TestPki pki(hosts);
+  ASSERT_TRUE(pki.ok());
+  printf("[ load ] %d certificates made in %.1f s\n", kAgents, absl::ToDoubleSeconds(absl::Now() - setup));
+  char tmpl[] = "/tmp/sw_load_XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  auto collector = CollectorProcess::Start(FreePort(), dir + "/c.db", pki.CollectorFlags());
+  ASSERT_NE(collector, nullptr);
+
+  struct Sim {
+    std::unique_ptr<Spool> spool;
+    std::unique_ptr<Exporter> exporter;
+  };
+  std::vector<Sim> sims(kAgents);
+  for (int i = 0; i < kAgents; ++i) {
+    SpoolOptions so;
+    so.dir = absl::StrCat(dir, "/spool-", i);
+    so.segment_bytes = 1 << 20;
+    so.max_bytes = 64 << 20;
+    auto spool = Spool::Open(so);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    sims[i].spool = *std::move(spool);
+    std::string payload;
+    for (int s = 1; s <= kEvents; ++s) {
+      payload.clear();
+      NetworkEnvelope(hosts[i], "sim", s).SerializeToString(&payload);
+      ASSERT_TRUE(sims[i].spool->Append(payload, absl::Now()).ok());
+    }
+    ASSERT_TRUE(sims[i].spool->Flush().ok());
+  }
+  const absl::Time start = absl::Now();
+  printf("[ load ] spools filled in %.1f s\n", absl::ToDoubleSeconds(start - setup));
+  for (int i = 0; i < kAgents; ++i) {
+    ExporterOptions xo;
+    xo.address = collector->address();
+    xo.tls = {pki.ca(), pki.agent_cert(hosts[i]), pki.agent_key(hosts[i])};
+    xo.batch_envelopes = 250;
+    xo.log_prefix = hosts[i];
+    v1::Hello hello;
+    hello.set_host_id(hosts[i]);
+    hello.set_agent_instance("sim");
+    auto x = Exporter::Create(xo, sims[i].spool.get(), hello);
+    ASSERT_TRUE(x.ok()) << x.status();
+    sims[i].exporter = *std::move(x);
+    sims[i].exporter->Start();
+  }
+  // Bounded: all acknowledged within 90 s.
+  const absl::Time deadline = start + absl::Seconds(90);
+  int done = 0;
+  while (absl::Now() < deadline) {
+    done = 0;
+    for (const Sim& s : sims) done += s.exporter->stats().acked_seq >= kEvents;
+    if (done == kAgents) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const absl::Duration took = absl::Now() - start;
+  std::vector<absl::Duration> lat;
+  std::vector<std::thread> stops;
+  for (Sim& s : sims) {
+    auto l = s.exporter->TakeAckLatencies();
+    lat.insert(lat.end(), l.begin(), l.end());
+    stops.emplace_back([&s] { s.exporter->Stop(absl::ZeroDuration()); });
+  }
+  for (std::thread& t : stops) t.join();
+  ASSERT_EQ(done, kAgents) << "agents fully acknowledged within 90 s\n" << collector->Stderr();
+  std::sort(lat.begin(), lat.end());
+  ASSERT_FALSE(lat.empty());
+  const double secs = absl::ToDoubleSeconds(took);
+  printf("[ load ] %d agents x %d events over mTLS: %.1f s, %.0f events/s; ack latency "
+         "p50 %.1f ms, p99 %.1f ms, max %.1f ms (%zu batches)\n",
+         kAgents, kEvents, secs, kAgents * kEvents / secs,
+         absl::ToDoubleMilliseconds(lat[lat.size() / 2]),
+         absl::ToDoubleMilliseconds(lat[lat.size() * 99 / 100]),
+         absl::ToDoubleMilliseconds(lat.back()), lat.size());
+
+  auto store = OpenStore("sqlite:" + dir + "/c.db");
+  ASSERT_TRUE(store.ok());
+  EventQuery q;
+  auto total = (*store)->CountEvents(q);
+  ASSERT_TRUE(total.ok());
+  EXPECT_EQ(*total, static_cast<uint64_t>(kAgents * kEvents));
+  for (int i : {0, 99, 199}) {
+    q.host_id = hosts[i];
+    EXPECT_EQ(*(*store)->CountEvents(q), static_cast<uint64_t>(kEvents)) << hosts[i];
+  }
+  auto hosts_stored = (*store)->Hosts();
+  ASSERT_TRUE(hosts_stored.ok());
+  EXPECT_EQ(hosts_stored->size(), static_cast<size_t>(kAgents));
+  collector.reset();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace sockwatch::testing
