@@ -26,7 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr size_t kSegHeader = 24;  // file header, as documented in spool.cc
+constexpr size_t kSegHeader = 24;  // file header, as documented in spool_format.h
 constexpr size_t kRecHeader = 32;  // record header
 constexpr size_t kPayload = 300;
 constexpr size_t kRecord = kRecHeader + kPayload;
