@@ -257,6 +257,11 @@ void Agent::ReportLoss() {
     emit("process_table_full", table_.evicted() - reported_evictions_);
     reported_evictions_ = table_.evicted();
   }
+  if (opts_.unspooled && *opts_.unspooled > reported_unspooled_) {
+    const uint64_t n = *opts_.unspooled - reported_unspooled_;
+    reported_unspooled_ = *opts_.unspooled;
+    emit("spool_write_error", n);
+  }
   if (opts_.spool) {
     if (std::optional<SpoolLoss> lost = opts_.spool->TakeLoss()) {
       v1::Envelope env;

@@ -47,6 +47,9 @@ struct AgentOptions {
   // The spool to the collector, if any: its losses (overflow, damage) are
   // reported as Loss events like the kernel's. Not owned.
   Spool* spool = nullptr;
+  // Events the sink could not write to the spool (I/O errors, disk full),
+  // reported as Loss "spool_write_error". Not owned.
+  const uint64_t* unspooled = nullptr;
 };
 
 using Sink = std::function<void(const v1::Envelope&)>;
@@ -100,6 +103,7 @@ class Agent {
   uint64_t decode_errors_ = 0;
   uint64_t reported_decode_errors_ = 0;
   uint64_t reported_evictions_ = 0;
+  uint64_t reported_unspooled_ = 0;
   Counters reported_{};
   uint64_t loss_window_start_ns_ = 0;
 };

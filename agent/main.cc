@@ -186,7 +186,9 @@ int main(int argc, char** argv) {
 
   const sockwatch::PrintFormat fmt = *format;
   std::string payload;
+  // Written and read on the agent's one event-loop thread.
   uint64_t spool_errors = 0;
+  opts.unspooled = &spool_errors;
   sockwatch::Agent agent(opts, [&](const sockwatch::v1::Envelope& env) {
     if (spool) {
       payload.clear();

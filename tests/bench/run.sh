@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds and runs both benchmarks and prints their output. See BENCHMARKS.md.
+# Builds and runs every benchmark and prints its output. See BENCHMARKS.md.
 #   sudo tests/bench/run.sh
 # Env: BUILD_DIR (default build/), DECODE_ARGS and CONNECT_ARGS (extra flags,
 # e.g. CONNECT_ARGS="--connections=5000 --rounds=3" for a quick run).
 # Also runs detect_bench (detection pipeline); DETECT_ARGS adds flags to it,
-# e.g. DETECT_ARGS=--scale-images=0 skips its 1M-behaviour baseline section.
+# e.g. DETECT_ARGS=--scale-images=0 skips its 1M-behaviour baseline section;
+# STREAM_ARGS=--events=N sets stream_bench's events per configuration.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$top/build}
@@ -14,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" --target sockwatch-agent decode_bench connect_bench >/dev/null
-cmake --build "$build" -j"$(nproc)" --target detect_bench >/dev/null
+cmake --build "$build" -j"$(nproc)" --target detect_bench spool_bench ingest_bench stream_bench >/dev/null
 
 echo "== decode_bench (userspace decode + process table, one core)"
 # shellcheck disable=SC2086
@@ -25,6 +26,16 @@ echo "== detect_bench (identity + baseline + detectors, one core; baseline at 1M
 # shellcheck disable=SC2086
 "$build/tests/bench/detect_bench" --benchmark_repetitions=3 \
   --benchmark_report_aggregates_only=true ${DETECT_ARGS:-}
+echo
+echo "== spool_bench (agent disk spool: append per fsync policy, replay)"
+"$build/tests/bench/spool_bench" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+echo
+echo "== ingest_bench (collector store: SQLite writes per batch size)"
+"$build/tests/bench/ingest_bench" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+echo
+echo "== stream_bench (agents -> collector over gRPC, end to end, SQLite store)"
+# shellcheck disable=SC2086
+"$build/tests/bench/stream_bench" ${STREAM_ARGS:-}
 echo
 echo "== connect_bench (TCP connect latency with and without the agent)"
 # shellcheck disable=SC2086

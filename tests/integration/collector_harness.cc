@@ -17,8 +17,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "agent/exporter.h"
+#include "agent/spool.h"
 #include "collector/store.h"
 #include "tests/integration/harness.h"
 
@@ -145,6 +148,118 @@ std::map<std::string, StoredInstance> ReadStore(const std::string& db_path,
   }
   for (auto& [_, s] : out) std::sort(s.seqs.begin(), s.seqs.end());
   return out;
+}
+
+v1::Envelope SyntheticNetworkEnvelope(const std::string& host, const std::string& instance,
+                                      uint64_t seq) {
+  v1::Envelope e;
+  e.set_host_id(host);
+  e.set_agent_instance(instance);
+  e.set_seq(seq);
+  e.mutable_time()->set_seconds(absl::ToUnixSeconds(absl::Now()));
+  v1::NetworkEvent* n = e.mutable_network();
+  n->set_kind(v1::NETWORK_KIND_CONNECT);
+  n->set_protocol(v1::PROTOCOL_TCP);
+  n->set_ip_version(4);
+  n->set_local_ip("10.0.0.5");
+  n->set_local_port(40000 + seq % 20000);
+  n->set_remote_ip(absl::StrCat("192.0.2.", seq % 250));
+  n->set_remote_port(443);
+  n->set_direction(v1::DIRECTION_OUTBOUND);
+  n->set_outcome(v1::OUTCOME_ESTABLISHED);
+  n->set_community_id("1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
+  v1::Process* p = n->mutable_process();
+  p->set_pid(1000 + seq % 100);
+  p->set_ppid(1);
+  p->set_exe("/usr/bin/curl");
+  p->add_argv("curl");
+  p->add_argv("-s");
+  p->add_argv("https://example.test/");
+  p->set_comm("curl");
+  return e;
+}
+
+FleetRun StreamFleet(const FleetOptions& opts) {
+  FleetRun run;
+  struct Sim {
+    std::unique_ptr<Spool> spool;
+    std::unique_ptr<Exporter> exporter;
+  };
+  const size_t n = opts.hosts.size();
+  std::vector<Sim> sims(n);
+  const absl::Time fill_start = absl::Now();
+  std::string payload;
+  for (size_t i = 0; i < n; ++i) {
+    SpoolOptions so;
+    so.dir = absl::StrCat(opts.dir, "/spool-", i);
+    so.segment_bytes = 1 << 20;
+    so.max_bytes = 256 << 20;
+    auto spool = Spool::Open(so);
+    if (!spool.ok()) {
+      run.error = spool.status().ToString();
+      return run;
+    }
+    sims[i].spool = *std::move(spool);
+    for (int s = 1; s <= opts.events; ++s) {
+      payload.clear();
+      SyntheticNetworkEnvelope(opts.hosts[i], "sim", s).SerializeToString(&payload);
+      if (auto r = sims[i].spool->Append(payload, absl::Now()); !r.ok()) {
+        run.error = r.status().ToString();
+        return run;
+      }
+    }
+    if (absl::Status st = sims[i].spool->Flush(); !st.ok()) {
+      run.error = st.ToString();
+      return run;
+    }
+  }
+  const absl::Time start = absl::Now();
+  run.fill = start - fill_start;
+  for (size_t i = 0; i < n; ++i) {
+    ExporterOptions xo;
+    xo.address = opts.address;
+    if (opts.pki)
+      xo.tls = {opts.pki->ca(), opts.pki->agent_cert(opts.hosts[i]), opts.pki->agent_key(opts.hosts[i])};
+    else
+      xo.insecure = true;
+    xo.batch_envelopes = opts.batch;
+    xo.log_prefix = opts.hosts[i];
+    v1::Hello hello;
+    hello.set_host_id(opts.hosts[i]);
+    hello.set_agent_instance("sim");
+    auto x = Exporter::Create(xo, sims[i].spool.get(), hello);
+    if (!x.ok()) {
+      run.error = x.status().ToString();
+      return run;
+    }
+    sims[i].exporter = *std::move(x);
+    sims[i].exporter->Start();
+  }
+  const absl::Time deadline = start + opts.timeout;
+  while (absl::Now() < deadline) {
+    run.agents_done = 0;
+    for (const Sim& s : sims)
+      run.agents_done += s.exporter->stats().acked_seq >= static_cast<uint64_t>(opts.events);
+    if (run.agents_done == static_cast<int>(n)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  run.took = absl::Now() - start;
+  std::vector<std::thread> stops;
+  for (Sim& s : sims) {
+    auto l = s.exporter->TakeAckLatencies();
+    run.ack_latencies.insert(run.ack_latencies.end(), l.begin(), l.end());
+    stops.emplace_back([&s] { s.exporter->Stop(absl::ZeroDuration()); });
+  }
+  for (std::thread& t : stops) t.join();
+  std::sort(run.ack_latencies.begin(), run.ack_latencies.end());
+  return run;
+}
+
+std::string LatencySummary(const std::vector<absl::Duration>& l) {
+  if (l.empty()) return "no acks";
+  return absl::StrFormat("p50 %.1f ms, p99 %.1f ms, max %.1f ms", absl::ToDoubleMilliseconds(l[l.size() / 2]),
+                         absl::ToDoubleMilliseconds(l[l.size() * 99 / 100]),
+                         absl::ToDoubleMilliseconds(l.back()));
 }
 
 uint64_t MissingSeqs(const std::vector<uint64_t>& seqs) {

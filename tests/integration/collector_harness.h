@@ -63,6 +63,32 @@ class CollectorProcess {
   int exit_status_ = -1;
 };
 
+// A synthetic network envelope (~200 bytes) of host/instance with seq.
+v1::Envelope SyntheticNetworkEnvelope(const std::string& host, const std::string& instance,
+                                      uint64_t seq);
+
+// Simulated agents: each host gets the agent's real Spool (filled with
+// `events` synthetic envelopes) and Exporter, and all stream at once.
+struct FleetRun {
+  int agents_done = 0;             // agents whose every event was acknowledged
+  absl::Duration took;             // from the first exporter's start to the last ack
+  absl::Duration fill;             // filling the spools
+  std::vector<absl::Duration> ack_latencies;  // sorted, one per batch
+  std::string error;               // set up failure, if any
+};
+struct FleetOptions {
+  std::string address;             // collector
+  const TestPki* pki = nullptr;    // null: plaintext (--insecure collector on loopback)
+  std::vector<std::string> hosts;
+  int events = 1000;               // per host
+  size_t batch = 250;              // envelopes per batch
+  std::string dir;                 // spools go under it
+  absl::Duration timeout = absl::Seconds(90);
+};
+FleetRun StreamFleet(const FleetOptions& opts);
+// "p50 x ms, p99 y ms" of sorted latencies.
+std::string LatencySummary(const std::vector<absl::Duration>& sorted);
+
 // What the store holds for one agent instance.
 struct StoredInstance {
   std::vector<uint64_t> seqs;       // sorted

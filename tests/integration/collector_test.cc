@@ -26,24 +26,6 @@
 namespace sockwatch::testing {
 namespace {
 
-v1::Envelope NetworkEnvelope(const std::string& host, const std::string& instance, uint64_t seq) {
-  v1::Envelope e;
-  e.set_host_id(host);
-  e.set_agent_instance(instance);
-  e.set_seq(seq);
-  e.mutable_time()->set_seconds(absl::ToUnixSeconds(absl::Now()));
-  v1::NetworkEvent* n = e.mutable_network();
-  n->set_kind(v1::NETWORK_KIND_CONNECT);
-  n->set_protocol(v1::PROTOCOL_TCP);
-  n->set_remote_ip("192.0.2.10");
-  n->set_remote_port(443);
-  n->mutable_process()->set_pid(1000 + seq % 100);
-  n->mutable_process()->set_exe("/usr/bin/curl");
-  n->mutable_process()->add_argv("curl");
-  n->mutable_process()->add_argv("https://example.test/");
-  return e;
-}
-
 // One stream by hand: the messages given, then the status the collector ends it with.
 grpc::Status Exchange(const std::shared_ptr<grpc::ChannelCredentials>& creds,
                       const std::string& address, const std::vector<v1::AgentMessage>& msgs,
@@ -96,7 +78,7 @@ class CollectorTest : public ::testing::Test {
   static v1::AgentMessage Batch(const std::string& host, uint64_t first, int n,
                                 uint64_t spool_seq) {
     v1::AgentMessage m;
-    for (int i = 0; i < n; ++i) *m.mutable_batch()->add_envelopes() = NetworkEnvelope(host, "inst1", first + i);
+    for (int i = 0; i < n; ++i) *m.mutable_batch()->add_envelopes() = SyntheticNetworkEnvelope(host, "inst1", first + i);
     m.mutable_batch()->set_spool_seq(spool_seq);
     return m;
   }
@@ -235,71 +217,22 @@ TEST(CollectorLoadTest, TwoHundredAgentsAtOnce) {
   auto collector = CollectorProcess::Start(FreePort(), dir + "/c.db", pki.CollectorFlags());
   ASSERT_NE(collector, nullptr);
 
-  struct Sim {
-    std::unique_ptr<Spool> spool;
-    std::unique_ptr<Exporter> exporter;
-  };
-  std::vector<Sim> sims(kAgents);
-  for (int i = 0; i < kAgents; ++i) {
-    SpoolOptions so;
-    so.dir = absl::StrCat(dir, "/spool-", i);
-    so.segment_bytes = 1 << 20;
-    so.max_bytes = 64 << 20;
-    auto spool = Spool::Open(so);
-    ASSERT_TRUE(spool.ok()) << spool.status();
-    sims[i].spool = *std::move(spool);
-    std::string payload;
-    for (int s = 1; s <= kEvents; ++s) {
-      payload.clear();
-      NetworkEnvelope(hosts[i], "sim", s).SerializeToString(&payload);
-      ASSERT_TRUE(sims[i].spool->Append(payload, absl::Now()).ok());
-    }
-    ASSERT_TRUE(sims[i].spool->Flush().ok());
-  }
-  const absl::Time start = absl::Now();
-  printf("[ load ] spools filled in %.1f s\n", absl::ToDoubleSeconds(start - setup));
-  for (int i = 0; i < kAgents; ++i) {
-    ExporterOptions xo;
-    xo.address = collector->address();
-    xo.tls = {pki.ca(), pki.agent_cert(hosts[i]), pki.agent_key(hosts[i])};
-    xo.batch_envelopes = 250;
-    xo.log_prefix = hosts[i];
-    v1::Hello hello;
-    hello.set_host_id(hosts[i]);
-    hello.set_agent_instance("sim");
-    auto x = Exporter::Create(xo, sims[i].spool.get(), hello);
-    ASSERT_TRUE(x.ok()) << x.status();
-    sims[i].exporter = *std::move(x);
-    sims[i].exporter->Start();
-  }
-  // Bounded: all acknowledged within 90 s.
-  const absl::Time deadline = start + absl::Seconds(90);
-  int done = 0;
-  while (absl::Now() < deadline) {
-    done = 0;
-    for (const Sim& s : sims) done += s.exporter->stats().acked_seq >= kEvents;
-    if (done == kAgents) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  const absl::Duration took = absl::Now() - start;
-  std::vector<absl::Duration> lat;
-  std::vector<std::thread> stops;
-  for (Sim& s : sims) {
-    auto l = s.exporter->TakeAckLatencies();
-    lat.insert(lat.end(), l.begin(), l.end());
-    stops.emplace_back([&s] { s.exporter->Stop(absl::ZeroDuration()); });
-  }
-  for (std::thread& t : stops) t.join();
-  ASSERT_EQ(done, kAgents) << "agents fully acknowledged within 90 s\n" << collector->Stderr();
-  std::sort(lat.begin(), lat.end());
-  ASSERT_FALSE(lat.empty());
-  const double secs = absl::ToDoubleSeconds(took);
-  printf("[ load ] %d agents x %d events over mTLS: %.1f s, %.0f events/s; ack latency "
-         "p50 %.1f ms, p99 %.1f ms, max %.1f ms (%zu batches)\n",
-         kAgents, kEvents, secs, kAgents * kEvents / secs,
-         absl::ToDoubleMilliseconds(lat[lat.size() / 2]),
-         absl::ToDoubleMilliseconds(lat[lat.size() * 99 / 100]),
-         absl::ToDoubleMilliseconds(lat.back()), lat.size());
+  FleetOptions fo;
+  fo.address = collector->address();
+  fo.pki = &pki;
+  fo.hosts = hosts;
+  fo.events = kEvents;
+  fo.dir = dir;
+  // Bounded: everything acknowledged within 90 s.
+  fo.timeout = absl::Seconds(90);
+  const FleetRun run = StreamFleet(fo);
+  ASSERT_EQ(run.error, "");
+  ASSERT_EQ(run.agents_done, kAgents) << "agents fully acknowledged within 90 s\n" << collector->Stderr();
+  const double secs = absl::ToDoubleSeconds(run.took);
+  printf("[ load ] %d agents x %d events over mTLS: %.1f s, %.0f events/s; ack latency %s (%zu batches)\n",
+         kAgents, kEvents, secs, kAgents * kEvents / secs, LatencySummary(run.ack_latencies).c_str(),
+         run.ack_latencies.size());
+  ASSERT_FALSE(run.ack_latencies.empty());
 
   auto store = OpenStore("sqlite:" + dir + "/c.db");
   ASSERT_TRUE(store.ok());
