@@ -1,9 +1,8 @@
 #include "collector/sqlite_store.h"
 
-#include <sqlite3.h>
-
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -68,21 +67,44 @@ CREATE TABLE events(
 -- Append-ordered too (time grows within a stream); no index on a random key
 -- (pid, address, port): each costs most of the insert rate (see history.cc).
 CREATE INDEX events_stream_time ON events(stream, time_ns);
--- Rare kinds a SOC asks for by name, in seq order, time_ns to filter without
--- reading rows. Partial: network and process rows, the vast majority, pay
--- nothing for it.
-CREATE INDEX events_rare_kind ON events(kind, stream, seq, time_ns)
-  WHERE kind = 'alert' OR kind = 'loss' OR kind = 'coverage' OR kind = 'learning';
+-- Rare kinds a SOC asks for by name (alert, loss, coverage, learning), in
+-- seq order per stream; Write adds a row here for each one it stores. A
+-- partial index on events would do the same, but evaluates its WHERE on
+-- every insert: +7% instructions per network row that never enters it.
+CREATE TABLE rare_events(
+  kind TEXT NOT NULL,
+  stream INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  time_ns INTEGER NOT NULL,
+  PRIMARY KEY(kind, stream, seq)) WITHOUT ROWID;
 )sql",
 };
 static_assert(std::size(kMigrations) == kSqliteStoreSchemaVersion);
 
-constexpr const char* kKinds[] = {"exec",     "fork",  "exit",    "network",
-                                  "loss",     "coverage", "alert", "learning"};
+constexpr const char* kKinds[] = {"exec", "fork",     "exit",  "network",
+                                  "loss", "coverage", "alert", "learning"};
+
+// OR IGNORE skips a row whose key is stored already; it would also skip a
+// NOT NULL violation, but every NOT NULL column is always bound. (ON
+// CONFLICT DO NOTHING would make a multi-row INSERT keep a statement journal:
+// one write per row.)
+constexpr int kEventColumns = 14;
+std::string InsertEventSql(int rows) {
+  std::string sql =
+      "INSERT OR IGNORE INTO events(stream, seq, time_ns, kind, pid, exe, sha256, remote_ip, "
+      "remote_port, protocol, direction, rule, container_id, envelope) VALUES ";
+  for (int r = 0; r < rows; ++r) {
+    absl::StrAppend(&sql, r == 0 ? "(" : ", (");
+    for (int c = 1; c <= kEventColumns; ++c)
+      absl::StrAppend(&sql, c == 1 ? "?" : ", ?", r * kEventColumns + c);
+    sql += ")";
+  }
+  return sql;
+}
 
 absl::Status SqlError(absl::string_view path, sqlite3* db, int rc, absl::string_view what) {
-  std::string msg = absl::StrCat("store: ", path, ": ", what, ": ",
-                                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  std::string msg =
+      absl::StrCat("store: ", path, ": ", what, ": ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
@@ -215,16 +237,16 @@ absl::StatusOr<SqliteDb> OpenConnection(const SqliteStoreOptions& options, int f
                                      std::numeric_limits<int>::max())));
   // SQLite opens lazily: read the header now, so a file that is not a
   // database fails here with its name rather than at the first write.
-  const int probe = sqlite3_exec(db.get(), "SELECT count(*) FROM sqlite_schema", nullptr,
-                                 nullptr, nullptr);
+  const int probe =
+      sqlite3_exec(db.get(), "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
   if (probe != SQLITE_OK) return SqlError(options.path, db.get(), probe, "open");
   return db;
 }
 
 absl::Status CheckPath(const std::string& path) {
   if (path.empty()) return absl::InvalidArgumentError("store: empty SQLite path");
-  // An in-memory database would vanish with the process, acknowledged data
-  // with it; a temporary one (empty name) likewise.
+  // An in-memory database would vanish with the process, and acknowledged
+  // data with it.
   if (path == ":memory:")
     return absl::InvalidArgumentError("store: \":memory:\" is not durable; name a file");
   std::filesystem::path parent = std::filesystem::path(path).parent_path();
@@ -253,8 +275,7 @@ size_t KeyFieldsPrefix(const std::string& blob) {
     const uint32_t tag = in.ReadTag();
     const int field = pb::internal::WireFormatLite::GetTagFieldNumber(tag);
     if (tag == 0 || field < v1::Envelope::kHostIdFieldNumber ||
-        field > v1::Envelope::kSeqFieldNumber ||
-        !pb::internal::WireFormatLite::SkipField(&in, tag))
+        field > v1::Envelope::kSeqFieldNumber || !pb::internal::WireFormatLite::SkipField(&in, tag))
       return prefix;
     prefix = static_cast<size_t>(in.CurrentPosition());
   }
@@ -330,40 +351,42 @@ Denormalized Denormalize(const v1::Envelope& env) {
 }
 
 bool IsRareKind(absl::string_view kind) {
-  // Must match the WHERE of events_rare_kind.
   return kind == "alert" || kind == "loss" || kind == "coverage" || kind == "learning";
 }
 
 // FROM and WHERE for q, with named parameters; a filter left at its default
-// adds no SQL. Streams drive the join (CROSS JOIN fixes the order) so rows
-// come out by host, instance, seq without sorting the table. The index is
-// named because the planner, without statistics, picks the primary key even
-// for a narrow time range: a time range uses events_stream_time (sorting only
-// what is in the range), a rare kind its partial index (already in seq order).
-absl::StatusOr<std::string> FromWhere(const EventQuery& q) {
+// adds no SQL. Streams drive the join (CROSS JOIN fixes the order), so rows
+// come out by host, instance, seq without sorting the table. A rare kind
+// goes through rare_events (already in seq order, and enough to count). A
+// time range names events_stream_time: without statistics the planner
+// prefers the primary key to spare a sort, and reads all of a host's rows.
+// `seq` is the column to order by.
+absl::StatusOr<std::string> FromWhere(const EventQuery& q, bool with_envelope,
+                                      absl::string_view* seq) {
+  if (!q.kind.empty() &&
+      std::find(std::begin(kKinds), std::end(kKinds), q.kind) == std::end(kKinds))
+    return absl::InvalidArgumentError(absl::StrCat("store: unknown event kind \"", q.kind,
+                                                   "\"; known: ", absl::StrJoin(kKinds, ", ")));
   const bool timed = q.since != absl::InfinitePast() || q.until != absl::InfiniteFuture();
-  std::string kind_literal;
-  if (!q.kind.empty()) {
-    const auto* it = std::find(std::begin(kKinds), std::end(kKinds), q.kind);
-    if (it == std::end(kKinds))
-      return absl::InvalidArgumentError(absl::StrCat("store: unknown event kind \"", q.kind,
-                                                     "\"; known: ", absl::StrJoin(kKinds, ", ")));
-    // Our own constant, never the caller's text: safe to splice, and a
-    // literal lets the planner prove the partial index applies.
-    kind_literal = *it;
+  std::string sql;
+  absl::string_view t;  // the table with kind and time_ns
+  if (IsRareKind(q.kind)) {
+    sql = "FROM streams s CROSS JOIN rare_events r ON r.stream = s.id";
+    if (with_envelope) sql += " CROSS JOIN events e ON e.stream = r.stream AND e.seq = r.seq";
+    t = "r";
+  } else {
+    sql = "FROM streams s CROSS JOIN events e";
+    if (timed) sql += " INDEXED BY events_stream_time";
+    sql += " ON e.stream = s.id";
+    t = "e";
   }
-  std::string sql = "FROM streams s CROSS JOIN events e";
-  if (IsRareKind(kind_literal)) {
-    sql += " INDEXED BY events_rare_kind";
-  } else if (timed) {
-    sql += " INDEXED BY events_stream_time";
-  }
-  sql += " ON e.stream = s.id WHERE 1";
+  *seq = t == "r" ? "r.seq" : "e.seq";
+  sql += " WHERE 1";
   if (!q.host_id.empty()) sql += " AND s.host_id = :host";
   if (!q.agent_instance.empty()) sql += " AND s.agent_instance = :instance";
-  if (!kind_literal.empty()) absl::StrAppend(&sql, " AND e.kind = '", kind_literal, "'");
-  if (q.since != absl::InfinitePast()) sql += " AND e.time_ns >= :since";
-  if (q.until != absl::InfiniteFuture()) sql += " AND e.time_ns < :until";
+  if (!q.kind.empty()) absl::StrAppend(&sql, " AND ", t, ".kind = :kind");
+  if (q.since != absl::InfinitePast()) absl::StrAppend(&sql, " AND ", t, ".time_ns >= :since");
+  if (q.until != absl::InfiniteFuture()) absl::StrAppend(&sql, " AND ", t, ".time_ns < :until");
   return sql;
 }
 
@@ -377,6 +400,7 @@ void BindQuery(sqlite3_stmt* st, const EventQuery& q) {
   };
   bind_text(":host", q.host_id);
   bind_text(":instance", q.agent_instance);
+  bind_text(":kind", q.kind);
   bind_int(":since", absl::ToUnixNanos(q.since));
   bind_int(":until", absl::ToUnixNanos(q.until));
   bind_int(":limit", q.limit == 0 || q.limit > static_cast<size_t>(INT64_MAX)
@@ -397,7 +421,8 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStore
   if (absl::StatusOr<int64_t> v = ReadVersion(path, db); !v.ok()) return v.status();
   // Before the first table of a new file; a no-op on an existing one. Rows
   // are appended and read in runs: big pages mean fewer b-tree splits, WAL
-  // frames and syscalls per row (measured: 4 KiB 160k/s, 32 KiB 250k/s).
+  // frames and syscalls per row (raw inserts on the 2-core dev VM: 8 KiB
+  // ~160k rows/s, 32 KiB ~250k rows/s).
   if (absl::Status s = Exec(path, db, "PRAGMA page_size = 32768"); !s.ok()) return s;
   absl::StatusOr<SqliteStmt> mode = PrepareStmt(path, db, "PRAGMA journal_mode = WAL");
   if (!mode.ok()) return mode.status();
@@ -405,17 +430,20 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStore
     return SqlError(path, db, rc, "PRAGMA journal_mode = WAL");
   const auto* got = reinterpret_cast<const char*>(sqlite3_column_text(mode->get(), 0));
   if (got == nullptr || absl::AsciiStrToLower(got) != "wal")
-    return absl::FailedPreconditionError(absl::StrCat("store: ", path, ": cannot use WAL (journal_mode=",
-                                                      got ? got : "?", ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("store: ", path, ": cannot use WAL (journal_mode=", got ? got : "?", ")"));
   mode->reset();
   // FULL, not NORMAL: an agent deletes its spooled copy once we acknowledge,
   // and we acknowledge when Write returns, so a commit must survive a power
-  // cut. In WAL mode that is one fsync of the WAL per commit (per batch).
-  // The larger checkpoint interval spreads the database fsyncs over more
-  // commits; journal_size_limit shrinks the WAL back after a burst.
+  // cut. In WAL mode that is one fsync of the WAL per commit (per Write).
+  // Checkpoints (copy into the database, fsync it) every 64 MiB of WAL;
+  // journal_size_limit shrinks the WAL back to that after a burst. A small
+  // cache: appends touch only the tail pages, and a big cache only grows
+  // cold (4-64 MiB measured: smaller was faster; 8 MiB holds the dirty pages
+  // of a 5000-envelope Write).
   if (absl::Status s = Exec(path, db,
                             "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 2048; "
-                            "PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -65536");
+                            "PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -8192");
       !s.ok())
     return s;
   if (absl::Status s = Migrate(path, db); !s.ok()) return s;
@@ -423,7 +451,8 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStore
   absl::StatusOr<SqliteDb> reader = OpenConnection(options, SQLITE_OPEN_READWRITE);
   if (!reader.ok()) return reader.status();
   // The reader never writes: make a bug that tries fail instead of racing the writer.
-  if (absl::Status s = Exec(path, reader->get(), "PRAGMA query_only = ON; PRAGMA cache_size = -16384");
+  if (absl::Status s =
+          Exec(path, reader->get(), "PRAGMA query_only = ON; PRAGMA cache_size = -16384");
       !s.ok())
     return s;
   std::unique_ptr<SqliteStore> store(
@@ -439,17 +468,16 @@ SqliteStore::~SqliteStore() = default;
 
 absl::Status SqliteStore::PrepareWriter() {
   absl::MutexLock lock(&write_mu_);
+  const std::string insert_one = InsertEventSql(1);
+  const std::string insert_chunk = InsertEventSql(kChunkRows);
   struct {
     SqliteStmt* stmt;
     const char* sql;
   } const statements[] = {
-      // ON CONFLICT on the key rather than OR IGNORE: OR IGNORE would also
-      // swallow a NOT NULL violation and count it as a duplicate.
-      {&insert_event_,
-       "INSERT INTO events(stream, seq, time_ns, kind, pid, exe, sha256, remote_ip, remote_port, "
-       "protocol, direction, rule, container_id, envelope) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
-       "ON CONFLICT(stream, seq) DO NOTHING"},
+      {&insert_event_, insert_one.c_str()},
+      {&insert_chunk_, insert_chunk.c_str()},
+      {&insert_rare_,
+       "INSERT INTO rare_events(kind, stream, seq, time_ns) VALUES (?1, ?2, ?3, ?4)"},
       {&select_stream_, "SELECT id FROM streams WHERE host_id = ?1 AND agent_instance = ?2"},
       {&insert_stream_, "INSERT INTO streams(host_id, agent_instance) VALUES (?1, ?2)"},
       {&upsert_host_,
@@ -515,59 +543,115 @@ absl::StatusOr<WriteResult> SqliteStore::Write(absl::Span<const v1::Envelope* co
   return result;
 }
 
+absl::Status SqliteStore::EventError(int rc, const Row& first, const Row& last) {
+  std::string what =
+      absl::StrCat("store event host_id=", first.env->host_id(),
+                   " agent_instance=", first.env->agent_instance(), " seq=", first.env->seq());
+  if (&first != &last)
+    absl::StrAppend(&what, " .. host_id=", last.env->host_id(),
+                    " agent_instance=", last.env->agent_instance(), " seq=", last.env->seq());
+  return SqlError(options_.path, writer_.get(), rc, what);
+}
+
+absl::Status SqliteStore::PrepareRow(const v1::Envelope& env, Row& row) {
+  absl::StatusOr<int64_t> stream = StreamIdLocked(env);
+  if (!stream.ok()) return stream.status();
+  row.env = &env;
+  row.stream = *stream;
+  row.blob.resize(env.ByteSizeLong());
+  env.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(row.blob.data()));
+  row.skip = KeyFieldsPrefix(row.blob);
+  return absl::OkStatus();
+}
+
+void SqliteStore::BindRow(sqlite3_stmt* st, int first, const Row& row) {
+  const v1::Envelope& env = *row.env;
+  const absl::string_view kind = EnvelopeKind(env);
+  const Denormalized d = Denormalize(env);
+  auto i = [first](int column) { return first + column - 1; };
+  sqlite3_bind_int64(st, i(1), row.stream);
+  // seq is a uint64; SQLite keeps its bits in a signed integer.
+  sqlite3_bind_int64(st, i(2), static_cast<int64_t>(env.seq()));
+  sqlite3_bind_int64(st, i(3), UnixNanos(env.time()));
+  sqlite3_bind_text(st, i(4), kind.data(), static_cast<int>(kind.size()), SQLITE_STATIC);
+  if (d.process != nullptr) {
+    sqlite3_bind_int64(st, i(5), d.process->pid());
+    BindText(st, i(6), &d.process->exe());
+  } else {
+    sqlite3_bind_null(st, i(5));
+    sqlite3_bind_null(st, i(6));
+  }
+  BindText(st, i(7), d.sha256);
+  if (d.network != nullptr) {
+    BindText(st, i(8), &d.network->remote_ip());
+    sqlite3_bind_int64(st, i(9), d.network->remote_port());
+    sqlite3_bind_int64(st, i(10), d.network->protocol());
+    sqlite3_bind_int64(st, i(11), d.network->direction());
+  } else {
+    for (int c = 8; c <= 11; ++c) sqlite3_bind_null(st, i(c));
+  }
+  BindText(st, i(12), d.rule);
+  BindText(st, i(13), d.container_id);
+  sqlite3_bind_blob(st, i(14), row.blob.data() + row.skip,
+                    static_cast<int>(row.blob.size() - row.skip), SQLITE_STATIC);
+}
+
+absl::StatusOr<bool> SqliteStore::InsertOne(const Row& row) {
+  sqlite3* db = writer_.get();
+  sqlite3_stmt* st = insert_event_.get();
+  BindRow(st, 1, row);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);  // release the borrowed buffers before they change
+  if (rc != SQLITE_DONE) return EventError(rc, row, row);
+  if (sqlite3_changes64(db) == 0) return false;
+  const absl::string_view kind = EnvelopeKind(*row.env);
+  if (IsRareKind(kind)) {
+    sqlite3_stmt* rare = insert_rare_.get();
+    sqlite3_bind_text(rare, 1, kind.data(), static_cast<int>(kind.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(rare, 2, row.stream);
+    sqlite3_bind_int64(rare, 3, static_cast<int64_t>(row.env->seq()));
+    sqlite3_bind_int64(rare, 4, UnixNanos(row.env->time()));
+    rc = sqlite3_step(rare);
+    sqlite3_reset(rare);
+    if (rc != SQLITE_DONE) return EventError(rc, row, row);
+  }
+  return true;
+}
+
+// Common events go kChunkRows to an INSERT: one statement run per chunk
+// keeps the b-tree cursors open from row to row (measured: 25% fewer
+// instructions per row than one INSERT each). Rare ones, and the tail, go
+// one by one: a rare one needs to know whether it was new.
 absl::Status SqliteStore::WriteLocked(absl::Span<const v1::Envelope* const> envelopes,
                                       WriteResult& result) {
-  sqlite3* db = writer_.get();
-  Transaction tx(options_.path, db);
+  Transaction tx(options_.path, writer_.get());
   if (absl::Status s = tx.Begin(); !s.ok()) return s;
-  sqlite3_stmt* st = insert_event_.get();
   WriteResult counts;
+  size_t pending = 0;
   for (const v1::Envelope* env : envelopes) {
-    absl::StatusOr<int64_t> stream = StreamIdLocked(*env);
-    if (!stream.ok()) return stream.status();
-    const size_t size = env->ByteSizeLong();
-    blob_buf_.resize(size);
-    env->SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(blob_buf_.data()));
-    const absl::string_view kind = EnvelopeKind(*env);
-    const Denormalized d = Denormalize(*env);
-
-    sqlite3_bind_int64(st, 1, *stream);
-    // seq is a uint64; SQLite keeps its bits in a signed integer.
-    sqlite3_bind_int64(st, 2, static_cast<int64_t>(env->seq()));
-    sqlite3_bind_int64(st, 3, UnixNanos(env->time()));
-    sqlite3_bind_text(st, 4, kind.data(), static_cast<int>(kind.size()), SQLITE_STATIC);
-    if (d.process != nullptr) {
-      sqlite3_bind_int64(st, 5, d.process->pid());
-      BindText(st, 6, &d.process->exe());
-    } else {
-      sqlite3_bind_null(st, 5);
-      sqlite3_bind_null(st, 6);
+    if (env == nullptr) return absl::InvalidArgumentError("store: null envelope in Write");
+    Row& row = chunk_[pending];
+    if (absl::Status s = PrepareRow(*env, row); !s.ok()) return s;
+    if (IsRareKind(EnvelopeKind(*env))) {
+      absl::StatusOr<bool> stored = InsertOne(row);
+      if (!stored.ok()) return stored.status();
+      ++(*stored ? counts.stored : counts.duplicates);
+      continue;
     }
-    BindText(st, 7, d.sha256);
-    if (d.network != nullptr) {
-      BindText(st, 8, &d.network->remote_ip());
-      sqlite3_bind_int64(st, 9, d.network->remote_port());
-      sqlite3_bind_int64(st, 10, d.network->protocol());
-      sqlite3_bind_int64(st, 11, d.network->direction());
-    } else {
-      for (int i = 8; i <= 11; ++i) sqlite3_bind_null(st, i);
-    }
-    BindText(st, 12, d.rule);
-    BindText(st, 13, d.container_id);
-    const size_t skip = KeyFieldsPrefix(blob_buf_);
-    sqlite3_bind_blob(st, 14, blob_buf_.data() + skip, static_cast<int>(size - skip),
-                      SQLITE_STATIC);
-    const int rc = sqlite3_step(st);
-    sqlite3_reset(st);  // release the borrowed buffers before they change
-    if (rc != SQLITE_DONE)
-      return SqlError(options_.path, db, rc,
-                      absl::StrCat("store event host_id=", env->host_id(),
-                                   " agent_instance=", env->agent_instance(), " seq=", env->seq()));
-    if (sqlite3_changes64(db) > 0) {
-      ++counts.stored;
-    } else {
-      ++counts.duplicates;
-    }
+    BindRow(insert_chunk_.get(), static_cast<int>(pending) * kEventColumns + 1, row);
+    if (++pending < kChunkRows) continue;
+    const int rc = sqlite3_step(insert_chunk_.get());
+    sqlite3_reset(insert_chunk_.get());
+    if (rc != SQLITE_DONE) return EventError(rc, chunk_[0], chunk_[kChunkRows - 1]);
+    const auto stored = static_cast<uint64_t>(sqlite3_changes64(writer_.get()));
+    counts.stored += stored;
+    counts.duplicates += kChunkRows - stored;
+    pending = 0;
+  }
+  for (size_t i = 0; i < pending; ++i) {
+    absl::StatusOr<bool> stored = InsertOne(chunk_[i]);
+    if (!stored.ok()) return stored.status();
+    ++(*stored ? counts.stored : counts.duplicates);
   }
   if (absl::Status s = tx.Commit(); !s.ok()) return s;
   result = counts;
@@ -593,16 +677,18 @@ absl::Status SqliteStore::UpsertHost(const v1::Hello& hello, absl::Time now) {
   const int rc = sqlite3_step(st);
   sqlite3_reset(st);
   if (rc != SQLITE_DONE)
-    return SqlError(options_.path, writer_.get(), rc, absl::StrCat("upsert host ", hello.host_id()));
+    return SqlError(options_.path, writer_.get(), rc,
+                    absl::StrCat("upsert host ", hello.host_id()));
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<v1::Envelope>> SqliteStore::Events(const EventQuery& q) {
-  absl::StatusOr<std::string> from = FromWhere(q);
+  absl::string_view seq;
+  absl::StatusOr<std::string> from = FromWhere(q, /*with_envelope=*/true, &seq);
   if (!from.ok()) return from.status();
   const std::string sql =
-      absl::StrCat("SELECT s.host_id, s.agent_instance, e.seq, e.envelope ", *from,
-                   " ORDER BY s.host_id, s.agent_instance, e.seq LIMIT :limit");
+      absl::StrCat("SELECT s.host_id, s.agent_instance, ", seq, ", e.envelope ", *from,
+                   " ORDER BY s.host_id, s.agent_instance, ", seq, " LIMIT :limit");
   absl::MutexLock lock(&read_mu_);
   sqlite3* db = reader_.get();
   absl::StatusOr<SqliteStmt> stmt = PrepareStmt(options_.path, db, sql);
@@ -630,7 +716,8 @@ absl::StatusOr<std::vector<v1::Envelope>> SqliteStore::Events(const EventQuery& 
 }
 
 absl::StatusOr<uint64_t> SqliteStore::CountEvents(const EventQuery& q) {
-  absl::StatusOr<std::string> from = FromWhere(q);
+  absl::string_view seq;
+  absl::StatusOr<std::string> from = FromWhere(q, /*with_envelope=*/false, &seq);
   if (!from.ok()) return from.status();
   const std::string sql = absl::StrCat("SELECT count(*) ", *from);
   absl::MutexLock lock(&read_mu_);
@@ -646,9 +733,9 @@ absl::StatusOr<uint64_t> SqliteStore::CountEvents(const EventQuery& q) {
 absl::StatusOr<std::vector<HostRecord>> SqliteStore::Hosts() {
   absl::MutexLock lock(&read_mu_);
   sqlite3* db = reader_.get();
-  absl::StatusOr<SqliteStmt> stmt = PrepareStmt(
-      options_.path, db,
-      "SELECT host_id, hello, first_seen_ns, last_seen_ns FROM hosts ORDER BY host_id");
+  absl::StatusOr<SqliteStmt> stmt =
+      PrepareStmt(options_.path, db,
+                  "SELECT host_id, hello, first_seen_ns, last_seen_ns FROM hosts ORDER BY host_id");
   if (!stmt.ok()) return stmt.status();
   sqlite3_stmt* st = stmt->get();
   std::vector<HostRecord> out;

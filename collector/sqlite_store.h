@@ -9,12 +9,14 @@
 //            the kind, columns copied out for queries (pid, exe, sha256,
 //            remote ip/port, protocol, direction, rule, container id) and the
 //            serialized Envelope, which is what queries return.
+//   rare_events  (kind, stream, seq, time) of the alert, loss, coverage and
+//            learning events, so asking for those does not scan the rest.
 //
-// Threads: two connections, each behind its own mutex. The writer connection
-// serves Write and UpsertHost (the collector calls them from one thread);
-// the reader connection serves Events, CountEvents and Hosts. WAL lets the
-// reader see the last commit while the writer appends, so a slow query
-// never delays the commit an agent is waiting for.
+// Threads: every method may be called from any thread. Two connections,
+// each behind its own mutex: the writer serves Write and UpsertHost (the
+// collector calls them from one thread), the reader Events, CountEvents and
+// Hosts. WAL lets the reader see the last commit while the writer appends,
+// so a slow query never delays the commit an agent is waiting for.
 #ifndef SOCKWATCH_COLLECTOR_SQLITE_STORE_H_
 #define SOCKWATCH_COLLECTOR_SQLITE_STORE_H_
 
@@ -22,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -69,6 +72,23 @@ class SqliteStore final : public Store {
   // it commits, so a rollback cannot leave a dangling id in the cache.
   absl::StatusOr<int64_t> StreamIdLocked(const v1::Envelope& env)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // One envelope on its way into the events table.
+  struct Row {
+    const v1::Envelope* env = nullptr;
+    int64_t stream = 0;
+    std::string blob;  // serialized envelope; stored from blob[skip]
+    size_t skip = 0;   // leading key fields, which the key columns hold
+  };
+  static constexpr size_t kChunkRows = 32;
+
+  absl::Status PrepareRow(const v1::Envelope& env, Row& row)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Binds row to the kEventColumns parameters of st from number first on.
+  static void BindRow(sqlite3_stmt* st, int first, const Row& row);
+  // Whether the row was new.
+  absl::StatusOr<bool> InsertOne(const Row& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status EventError(int rc, const Row& first, const Row& last)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status WriteLocked(absl::Span<const v1::Envelope* const> envelopes, WriteResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
@@ -78,9 +98,9 @@ class SqliteStore final : public Store {
   // Declared before the statements: members are destroyed in reverse order,
   // and every statement must be finalized before its connection closes.
   SqliteDb writer_ ABSL_GUARDED_BY(write_mu_);
-  SqliteStmt begin_ ABSL_GUARDED_BY(write_mu_);
-  SqliteStmt commit_ ABSL_GUARDED_BY(write_mu_);
   SqliteStmt insert_event_ ABSL_GUARDED_BY(write_mu_);
+  SqliteStmt insert_chunk_ ABSL_GUARDED_BY(write_mu_);  // kChunkRows rows
+  SqliteStmt insert_rare_ ABSL_GUARDED_BY(write_mu_);
   SqliteStmt insert_stream_ ABSL_GUARDED_BY(write_mu_);
   SqliteStmt select_stream_ ABSL_GUARDED_BY(write_mu_);
   SqliteStmt upsert_host_ ABSL_GUARDED_BY(write_mu_);
@@ -90,7 +110,7 @@ class SqliteStore final : public Store {
   std::vector<std::pair<std::string, int64_t>> pending_streams_ ABSL_GUARDED_BY(write_mu_);
   // Reused across calls: no allocation per envelope in steady state.
   std::string key_buf_ ABSL_GUARDED_BY(write_mu_);
-  std::string blob_buf_ ABSL_GUARDED_BY(write_mu_);
+  Row chunk_[kChunkRows] ABSL_GUARDED_BY(write_mu_);
 
   absl::Mutex read_mu_;
   SqliteDb reader_ ABSL_GUARDED_BY(read_mu_);

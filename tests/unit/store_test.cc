@@ -1,6 +1,8 @@
 // The collector store against real SQLite files (one fresh directory per
 // test). Raw SQL through a second connection checks what lands in the file
 // and plays the other process (a lock holder, a corrupter, a newer sockwatch).
+#include "collector/store.h"
+
 #include <google/protobuf/util/message_differencer.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -15,7 +17,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "collector/sqlite_store.h"
-#include "collector/store.h"
 #include "gtest/gtest.h"
 
 namespace sockwatch {
@@ -149,8 +150,8 @@ v1::Envelope FullAlert() {
   return e;
 }
 
-v1::Envelope Loss(const std::string& host, const std::string& instance, uint64_t seq,
-                  int64_t sec, uint64_t count) {
+v1::Envelope Loss(const std::string& host, const std::string& instance, uint64_t seq, int64_t sec,
+                  uint64_t count) {
   v1::Envelope e;
   e.set_host_id(host);
   e.set_agent_instance(instance);
@@ -161,8 +162,7 @@ v1::Envelope Loss(const std::string& host, const std::string& instance, uint64_t
   return e;
 }
 
-v1::Envelope Exec(const std::string& host, const std::string& instance, uint64_t seq,
-                  int64_t sec) {
+v1::Envelope Exec(const std::string& host, const std::string& instance, uint64_t seq, int64_t sec) {
   v1::Envelope e;
   e.set_host_id(host);
   e.set_agent_instance(instance);
@@ -193,12 +193,30 @@ using Strings = std::vector<std::string>;
 // An EventQuery with only the named filters set. (Designated initializers
 // would trip -Wmissing-field-initializers.)
 struct Q {
-  Q& Host(std::string v) { q.host_id = std::move(v); return *this; }
-  Q& Instance(std::string v) { q.agent_instance = std::move(v); return *this; }
-  Q& Kind(std::string v) { q.kind = std::move(v); return *this; }
-  Q& Since(absl::Time v) { q.since = v; return *this; }
-  Q& Until(absl::Time v) { q.until = v; return *this; }
-  Q& Limit(size_t v) { q.limit = v; return *this; }
+  Q& Host(std::string v) {
+    q.host_id = std::move(v);
+    return *this;
+  }
+  Q& Instance(std::string v) {
+    q.agent_instance = std::move(v);
+    return *this;
+  }
+  Q& Kind(std::string v) {
+    q.kind = std::move(v);
+    return *this;
+  }
+  Q& Since(absl::Time v) {
+    q.since = v;
+    return *this;
+  }
+  Q& Until(absl::Time v) {
+    q.until = v;
+    return *this;
+  }
+  Q& Limit(size_t v) {
+    q.limit = v;
+    return *this;
+  }
   operator const EventQuery&() const { return q; }  // NOLINT: reads like the struct
 
   EventQuery q;
@@ -305,6 +323,10 @@ TEST_F(StoreTest, NetworkAndAlertRoundTripEveryField) {
             "suspicious_image_network|"
             "feedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedface");
   EXPECT_EQ(raw.Text("SELECT host_id || '/' || agent_instance FROM streams"), "host-a/inst-1");
+  // The blob leaves the key to the key columns; reads put it back (above).
+  EXPECT_EQ(raw.Text("SELECT instr(envelope, CAST('host-a' AS BLOB)) + "
+                     "instr(envelope, CAST('inst-1' AS BLOB)) FROM events WHERE seq = 7"),
+            "0");
   EXPECT_EQ(raw.Text("SELECT sha256 IS NULL AND rule IS NULL FROM events WHERE seq = 7"), "1");
 }
 
@@ -344,6 +366,18 @@ TEST_F(StoreTest, ReplayKeepsTheFirstCopy) {
   const std::vector<v1::Envelope> got = MustEvents(*store);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].network().remote_port(), 443u);
+
+  // The same in a call long enough for multi-row inserts: 2..41 twice over.
+  std::vector<v1::Envelope> doubled;
+  for (int round = 0; round < 2; ++round)
+    for (uint64_t seq = 2; seq <= 41; ++seq) doubled.push_back(Network("h", "i", seq, round));
+  const WriteResult d = MustWrite(*store, doubled);
+  EXPECT_EQ(d.stored, 40u);
+  EXPECT_EQ(d.duplicates, 40u);
+  const std::vector<v1::Envelope> all = MustEvents(*store);
+  ASSERT_EQ(all.size(), 41u);
+  EXPECT_EQ(all[40].seq(), 41u);
+  EXPECT_EQ(all[40].time().seconds(), absl::ToUnixSeconds(kBase));  // the first copy
 }
 
 TEST_F(StoreTest, SameSeqOnOtherHostsAndInstancesIsDistinct) {
@@ -384,8 +418,9 @@ TEST_F(StoreTest, FailureHalfwayThroughAWriteStoresNothing) {
   // The third row of the next call fails inside SQLite, after two inserts and
   // a new stream row were already made in the transaction.
   Raw raw(path_);
-  ASSERT_TRUE(raw.Exec("CREATE TRIGGER fail BEFORE INSERT ON events WHEN NEW.seq = 3 "
-                       "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"));
+  ASSERT_TRUE(
+      raw.Exec("CREATE TRIGGER fail BEFORE INSERT ON events WHEN NEW.seq = 3 "
+               "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"));
   std::vector<v1::Envelope> batch;
   for (uint64_t seq = 1; seq <= 4; ++seq) batch.push_back(Network("new", "j", seq, seq));
   absl::StatusOr<WriteResult> r = store->Write(Ptrs(batch));
@@ -402,6 +437,43 @@ TEST_F(StoreTest, FailureHalfwayThroughAWriteStoresNothing) {
   EXPECT_EQ(ok.stored, 4u);
   EXPECT_EQ(Keys(MustEvents(*store)),
             (Strings{"new/j/1", "new/j/2", "new/j/3", "new/j/4", "old/i/1"}));
+}
+
+TEST_F(StoreTest, FailureInsideALargeBatchStoresNothing) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  // Large enough for the multi-row path, with alerts (their own path) mixed in.
+  std::vector<v1::Envelope> batch;
+  for (uint64_t seq = 1; seq <= 200; ++seq) {
+    batch.push_back(seq % 50 == 0 ? Loss("h", "i", seq, seq, 1) : Network("h", "i", seq, seq));
+  }
+  Raw raw(path_);
+  ASSERT_TRUE(
+      raw.Exec("CREATE TRIGGER fail BEFORE INSERT ON events WHEN NEW.seq = 170 "
+               "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"));
+  absl::StatusOr<WriteResult> r = store->Write(Ptrs(batch));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "disk on fire")) << r.status();
+  EXPECT_EQ(MustCount(*store), 0u);
+  EXPECT_EQ(raw.Text("SELECT count(*) FROM rare_events"), "0");
+
+  ASSERT_TRUE(raw.Exec("DROP TRIGGER fail"));
+  const WriteResult ok = MustWrite(*store, batch);
+  EXPECT_EQ(ok.stored, 200u);
+  EXPECT_EQ(ok.duplicates, 0u);
+  // Every seq once, in order, each with its own content.
+  const std::vector<v1::Envelope> got = MustEvents(*store);
+  ASSERT_EQ(got.size(), 200u);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].seq(), i + 1);
+    EXPECT_TRUE(MessageDifferencer::Equals(got[i], batch[i])) << i;
+  }
+  EXPECT_EQ(MustCount(*store, Q().Kind("loss")), 4u);
+  // A replay with fresh ones mixed in: split exactly.
+  for (uint64_t seq = 201; seq <= 240; ++seq) batch.push_back(Network("h", "i", seq, seq));
+  const WriteResult again = MustWrite(*store, batch);
+  EXPECT_EQ(again.stored, 40u);
+  EXPECT_EQ(again.duplicates, 200u);
 }
 
 TEST_F(StoreTest, WriteFailsCleanlyWhileAnotherProcessHoldsTheWriteLock) {
@@ -472,9 +544,12 @@ class StoreQueryTest : public StoreTest {
     ASSERT_NE(store_, nullptr);
     // Two hosts; host a restarted (two instances). Seconds 10..60.
     MustWrite(*store_, {
-                           Network("a", "i1", 1, 10), Loss("a", "i1", 2, 20, 5),
-                           Exec("a", "i1", 3, 30), Network("a", "i2", 1, 40),
-                           Loss("a", "i2", 2, 50, 7), Network("b", "i1", 1, 15),
+                           Network("a", "i1", 1, 10),
+                           Loss("a", "i1", 2, 20, 5),
+                           Exec("a", "i1", 3, 30),
+                           Network("a", "i2", 1, 40),
+                           Loss("a", "i2", 2, 50, 7),
+                           Network("b", "i1", 1, 15),
                            FullAlert(),  // host-a/inst-1/8 at 31
                            Loss("b", "i1", 2, 60, 11),
                        });
@@ -488,17 +563,22 @@ TEST_F(StoreQueryTest, FiltersByHostInstanceAndKind) {
   EXPECT_EQ(MustCount(*store_), 8u);
   EXPECT_EQ(Find(Q().Host("a")), (Strings{"a/i1/1", "a/i1/2", "a/i1/3", "a/i2/1", "a/i2/2"}));
   EXPECT_EQ(Find(Q().Host("a").Instance("i2")), (Strings{"a/i2/1", "a/i2/2"}));
-  EXPECT_EQ(Find(Q().Instance("i1")),
-            (Strings{"a/i1/1", "a/i1/2", "a/i1/3", "b/i1/1", "b/i1/2"}));
+  EXPECT_EQ(Find(Q().Instance("i1")), (Strings{"a/i1/1", "a/i1/2", "a/i1/3", "b/i1/1", "b/i1/2"}));
   EXPECT_EQ(Find(Q().Kind("network")), (Strings{"a/i1/1", "a/i2/1", "b/i1/1"}));
   EXPECT_EQ(Find(Q().Kind("alert")), (Strings{"host-a/inst-1/8"}));
   EXPECT_EQ(Find(Q().Kind("exec")), (Strings{"a/i1/3"}));
   EXPECT_EQ(MustCount(*store_, Q().Host("a").Kind("loss")), 2u);
   // Kinds combined with time, on both index paths (rare kind, other kind).
-  EXPECT_EQ(Find(Q().Kind("loss").Since(kBase + absl::Seconds(20)).Until(kBase + absl::Seconds(55))),
-            (Strings{"a/i1/2", "a/i2/2"}));
-  EXPECT_EQ(MustCount(*store_, Q().Host("a").Kind("network").Until(kBase + absl::Seconds(41))),
-            2u);
+  EXPECT_EQ(
+      Find(Q().Kind("loss").Since(kBase + absl::Seconds(20)).Until(kBase + absl::Seconds(55))),
+      (Strings{"a/i1/2", "a/i2/2"}));
+  EXPECT_EQ(MustCount(*store_, Q().Host("a").Kind("network").Until(kBase + absl::Seconds(41))), 2u);
+
+  // Replayed alerts and losses are not listed twice.
+  const WriteResult replay = MustWrite(*store_, {FullAlert(), Loss("a", "i1", 2, 20, 5)});
+  EXPECT_EQ(replay.stored, 0u);
+  EXPECT_EQ(replay.duplicates, 2u);
+  EXPECT_EQ(MustCount(*store_, Q().Kind("alert")), 1u);
 
   // What the end-to-end suite does with losses: add them up.
   uint64_t lost = 0;
