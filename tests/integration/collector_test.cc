@@ -223,11 +223,12 @@ TEST(CollectorLoadTest, TwoHundredAgentsAtOnce) {
   fo.hosts = hosts;
   fo.events = kEvents;
   fo.dir = dir;
-  // Bounded: everything acknowledged within 90 s.
-  fo.timeout = absl::Seconds(90);
+  // Bounded: everything acknowledged within 4 minutes (about 5 s here in an
+  // optimised build; the sanitizer build is several times slower).
+  fo.timeout = absl::Minutes(4);
   const FleetRun run = StreamFleet(fo);
   ASSERT_EQ(run.error, "");
-  ASSERT_EQ(run.agents_done, kAgents) << "agents fully acknowledged within 90 s\n" << collector->Stderr();
+  ASSERT_EQ(run.agents_done, kAgents) << "agents fully acknowledged in time\n" << collector->Stderr();
   const double secs = absl::ToDoubleSeconds(run.took);
   printf("[ load ] %d agents x %d events over mTLS: %.1f s, %.0f events/s; ack latency %s (%zu batches)\n",
          kAgents, kEvents, secs, kAgents * kEvents / secs, LatencySummary(run.ack_latencies).c_str(),
