@@ -19,15 +19,11 @@
 
 namespace sockwatch {
 
-namespace history_internal {
-void DbCloser::operator()(sqlite3* db) const { sqlite3_close_v2(db); }
-void StmtFinalizer::operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
-}  // namespace history_internal
-
 namespace {
 
-using SqliteDb = history_internal::Db;
-using SqliteStmt = history_internal::Stmt;
+// No path in errors: the few that need it name the file in `what`
+// ("history: open /var/lib/sockwatch/history.db: ...").
+constexpr SqliteSource kSrc{"history", {}};
 
 // Each entry upgrades the file from version i to i + 1. Version 0 is a file
 // without our tables. Append, never edit: files in the field were made by
@@ -61,98 +57,21 @@ CREATE INDEX events_alert_time ON events(time_ns) WHERE kind = 'alert';
 };
 static_assert(std::size(kMigrations) == kHistorySchemaVersion);
 
-absl::Status SqlError(sqlite3* db, int rc, absl::string_view what) {
-  std::string msg =
-      absl::StrCat("history: ", what, ": ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return absl::UnavailableError(msg);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(msg);
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-    case SQLITE_CANTOPEN:
-      return absl::PermissionDeniedError(msg);
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-absl::Status Exec(sqlite3* db, const char* sql, const char* what = nullptr) {
-  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) return SqlError(db, rc, what ? what : sql);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<SqliteStmt> PrepareStmt(sqlite3* db, absl::string_view sql,
-                                       bool persistent = false) {
-  sqlite3_stmt* raw = nullptr;
-  const int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
-                                    persistent ? SQLITE_PREPARE_PERSISTENT : 0, &raw, nullptr);
-  SqliteStmt stmt(raw);
-  if (rc != SQLITE_OK) return SqlError(db, rc, absl::StrCat("prepare ", sql));
-  return stmt;
-}
-
-// Runs `sql` and leaves the statement on its first row.
-absl::StatusOr<SqliteStmt> QueryRow(sqlite3* db, absl::string_view sql) {
-  absl::StatusOr<SqliteStmt> stmt = PrepareStmt(db, sql);
-  if (!stmt.ok()) return stmt.status();
-  const int rc = sqlite3_step(stmt->get());
-  if (rc == SQLITE_ROW) return stmt;
-  if (rc == SQLITE_DONE) return absl::InternalError(absl::StrCat("history: no row from ", sql));
-  return SqlError(db, rc, sql);
-}
-
-absl::StatusOr<int64_t> QueryInt(sqlite3* db, absl::string_view sql) {
-  absl::StatusOr<SqliteStmt> row = QueryRow(db, sql);
-  if (!row.ok()) return row.status();
-  return sqlite3_column_int64(row->get(), 0);
-}
-
-// Rolls back unless committed, so every early return leaves the file as it was.
-class Transaction {
- public:
-  explicit Transaction(sqlite3* db) : db_(db) {}
-  ~Transaction() {
-    if (open_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  // IMMEDIATE takes the write lock up front: waiting happens here, under the
-  // busy timeout, rather than as a failed upgrade halfway through.
-  absl::Status Begin(bool write) {
-    absl::Status s = Exec(db_, write ? "BEGIN IMMEDIATE" : "BEGIN");
-    open_ = s.ok();
-    return s;
-  }
-  absl::Status Commit() {
-    absl::Status s = Exec(db_, "COMMIT");
-    if (s.ok()) open_ = false;
-    return s;
-  }
-
- private:
-  sqlite3* db_;
-  bool open_ = false;
-};
-
 absl::Status CheckSchema(sqlite3* db, const HistoryOptions& options) {
   const std::string& path = options.path;
-  Transaction tx(db);
+  SqliteTransaction tx(kSrc, db);
   if (absl::Status s = tx.Begin(!options.read_only); !s.ok()) return s;
-  absl::StatusOr<int64_t> has_table = QueryInt(
-      db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'");
+  absl::StatusOr<int64_t> has_table = SqliteQueryInt(
+      kSrc, db,
+      "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'");
   if (!has_table.ok()) return has_table.status();
   int64_t version = 0;
   if (*has_table > 0) {
-    absl::StatusOr<int64_t> v = QueryInt(db, "SELECT max(version) FROM schema_version");
+    absl::StatusOr<int64_t> v = SqliteQueryInt(kSrc, db, "SELECT max(version) FROM schema_version");
     if (!v.ok()) return v.status();
     version = *v;
   } else {
-    absl::StatusOr<int64_t> tables = QueryInt(db, "SELECT count(*) FROM sqlite_schema");
+    absl::StatusOr<int64_t> tables = SqliteQueryInt(kSrc, db, "SELECT count(*) FROM sqlite_schema");
     if (!tables.ok()) return tables.status();
     // Never build our tables into somebody else's database.
     if (*tables > 0)
@@ -172,11 +91,11 @@ absl::Status CheckSchema(sqlite3* db, const HistoryOptions& options) {
                                     "; the agent upgrades it when it starts"));
   for (int64_t v = version; v < kHistorySchemaVersion; ++v) {
     const std::string what = absl::StrCat("upgrade schema to version ", v + 1);
-    if (absl::Status s = Exec(db, kMigrations[v], what.c_str()); !s.ok()) return s;
+    if (absl::Status s = SqliteExec(kSrc, db, kMigrations[v], what.c_str()); !s.ok()) return s;
   }
   const std::string set_version =
       absl::StrCat("UPDATE schema_version SET version = ", kHistorySchemaVersion);
-  if (absl::Status s = Exec(db, set_version.c_str()); !s.ok()) return s;
+  if (absl::Status s = SqliteExec(kSrc, db, set_version.c_str()); !s.ok()) return s;
   return tx.Commit();
 }
 
@@ -252,7 +171,7 @@ absl::StatusOr<std::unique_ptr<HistoryStore>> HistoryStore::Open(const HistoryOp
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(options.path.c_str(), &raw, flags, nullptr);
   SqliteDb db(raw);
-  if (rc != SQLITE_OK) return SqlError(db.get(), rc, absl::StrCat("open ", options.path));
+  if (rc != SQLITE_OK) return SqliteError(kSrc, db.get(), rc, absl::StrCat("open ", options.path));
   sqlite3_extended_result_codes(db.get(), 1);
   sqlite3_busy_timeout(db.get(), static_cast<int>(std::clamp<int64_t>(
                                      absl::ToInt64Milliseconds(options.busy_timeout), 0,
@@ -260,8 +179,9 @@ absl::StatusOr<std::unique_ptr<HistoryStore>> HistoryStore::Open(const HistoryOp
   if (!options.read_only) {
     // auto_vacuum must precede the first table; on an existing file it is a
     // no-op. INCREMENTAL lets Enforce() hand freed pages back to the disk.
-    if (absl::Status s = Exec(db.get(), "PRAGMA auto_vacuum = INCREMENTAL"); !s.ok()) return s;
-    absl::StatusOr<SqliteStmt> mode = QueryRow(db.get(), "PRAGMA journal_mode = WAL");
+    if (absl::Status s = SqliteExec(kSrc, db.get(), "PRAGMA auto_vacuum = INCREMENTAL"); !s.ok())
+      return s;
+    absl::StatusOr<SqliteStmt> mode = SqliteQueryRow(kSrc, db.get(), "PRAGMA journal_mode = WAL");
     if (!mode.ok()) return mode.status();
     const auto* got = reinterpret_cast<const char*>(sqlite3_column_text(mode->get(), 0));
     if (got == nullptr || absl::AsciiStrToLower(got) != "wal")
@@ -269,13 +189,13 @@ absl::StatusOr<std::unique_ptr<HistoryStore>> HistoryStore::Open(const HistoryOp
           "history: ", options.path, ": cannot use WAL (journal_mode=", got ? got : "?", ")"));
     // NORMAL in WAL mode: a power cut may lose the last commits, never the
     // file. The WAL is reused, not shrunk, unless told: keep it small.
-    if (absl::Status s =
-            Exec(db.get(), "PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 4194304");
+    if (absl::Status s = SqliteExec(
+            kSrc, db.get(), "PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = 4194304");
         !s.ok())
       return s;
   } else {
     // Belt and braces: nothing on the CLI path may write.
-    if (absl::Status s = Exec(db.get(), "PRAGMA query_only = ON"); !s.ok()) return s;
+    if (absl::Status s = SqliteExec(kSrc, db.get(), "PRAGMA query_only = ON"); !s.ok()) return s;
   }
   if (absl::Status s = CheckSchema(db.get(), options); !s.ok()) return s;
   std::unique_ptr<HistoryStore> store(new HistoryStore(options, std::move(db)));
@@ -283,7 +203,7 @@ absl::StatusOr<std::unique_ptr<HistoryStore>> HistoryStore::Open(const HistoryOp
   return store;
 }
 
-HistoryStore::HistoryStore(HistoryOptions options, history_internal::Db db)
+HistoryStore::HistoryStore(HistoryOptions options, SqliteDb db)
     : options_(std::move(options)), db_(std::move(db)) {}
 
 // Statements are finalized before the connection closes (member order).
@@ -291,8 +211,8 @@ HistoryStore::~HistoryStore() = default;
 
 absl::Status HistoryStore::Prepare() {
   if (options_.read_only) return absl::OkStatus();
-  absl::StatusOr<SqliteStmt> insert = PrepareStmt(
-      db_.get(),
+  absl::StatusOr<SqliteStmt> insert = SqlitePrepare(
+      kSrc, db_.get(),
       "INSERT INTO events(time_ns, kind, pid, exe, remote_ip, remote_port, local_port, protocol, "
       "direction, rule, envelope) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
       /*persistent=*/true);
@@ -304,7 +224,7 @@ absl::Status HistoryStore::Prepare() {
 absl::Status HistoryStore::Append(absl::Span<const v1::Envelope> batch) {
   std::lock_guard<std::mutex> lock(mu_);
   if (options_.read_only) return absl::FailedPreconditionError("history: store is read-only");
-  Transaction tx(db_.get());
+  SqliteTransaction tx(kSrc, db_.get());
   if (absl::Status s = tx.Begin(true); !s.ok()) return s;
   sqlite3_stmt* st = insert_.get();
   std::string blob;
@@ -351,7 +271,7 @@ absl::Status HistoryStore::Append(absl::Span<const v1::Envelope> batch) {
     sqlite3_bind_blob(st, 11, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
     const int rc = sqlite3_step(st);
     sqlite3_reset(st);  // release the borrowed buffers before they go away
-    if (rc != SQLITE_DONE) return SqlError(db_.get(), rc, "append");
+    if (rc != SQLITE_DONE) return SqliteError(kSrc, db_.get(), rc, "append");
   }
   return tx.Commit();
 }
@@ -359,9 +279,9 @@ absl::Status HistoryStore::Append(absl::Span<const v1::Envelope> batch) {
 absl::StatusOr<uint64_t> HistoryStore::LiveBytesLocked() {
   // Pages in use, not the file size: free pages wait for incremental_vacuum.
   absl::StatusOr<int64_t> bytes =
-      QueryInt(db_.get(),
-               "SELECT (page_count - freelist_count) * page_size "
-               "FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()");
+      SqliteQueryInt(kSrc, db_.get(),
+                     "SELECT (page_count - freelist_count) * page_size "
+                     "FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()");
   if (!bytes.ok()) return bytes.status();
   return static_cast<uint64_t>(std::max<int64_t>(*bytes, 0));
 }
@@ -385,20 +305,22 @@ absl::Status HistoryStore::EnforceLocked(absl::Time now, RetentionResult& result
   uint64_t by_age = 0;
   uint64_t by_size = 0;
   {
-    Transaction tx(db);
+    SqliteTransaction tx(kSrc, db);
     if (absl::Status s = tx.Begin(true); !s.ok()) return s;
     if (options_.max_age != absl::InfiniteDuration()) {
-      absl::StatusOr<SqliteStmt> del = PrepareStmt(db, "DELETE FROM events WHERE time_ns < ?1");
+      absl::StatusOr<SqliteStmt> del =
+          SqlitePrepare(kSrc, db, "DELETE FROM events WHERE time_ns < ?1");
       if (!del.ok()) return del.status();
       sqlite3_bind_int64(del->get(), 1, absl::ToUnixNanos(now - options_.max_age));
       if (int rc = sqlite3_step(del->get()); rc != SQLITE_DONE)
-        return SqlError(db, rc, "delete by age");
+        return SqliteError(kSrc, db, rc, "delete by age");
       by_age = static_cast<uint64_t>(sqlite3_changes64(db));
     }
-    absl::StatusOr<int64_t> rows = QueryInt(db, "SELECT count(*) FROM events");
+    absl::StatusOr<int64_t> rows = SqliteQueryInt(kSrc, db, "SELECT count(*) FROM events");
     if (!rows.ok()) return rows.status();
-    absl::StatusOr<SqliteStmt> del = PrepareStmt(
-        db, "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY time_ns, id LIMIT ?1)");
+    absl::StatusOr<SqliteStmt> del = SqlitePrepare(
+        kSrc, db,
+        "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY time_ns, id LIMIT ?1)");
     if (!del.ok()) return del.status();
     int64_t left = *rows;
     while (left > 0) {
@@ -414,7 +336,7 @@ absl::Status HistoryStore::EnforceLocked(absl::Time now, RetentionResult& result
       sqlite3_reset(del->get());
       sqlite3_bind_int64(del->get(), 1, n);
       if (int rc = sqlite3_step(del->get()); rc != SQLITE_DONE)
-        return SqlError(db, rc, "delete by size");
+        return SqliteError(kSrc, db, rc, "delete by size");
       const int64_t changed = sqlite3_changes64(db);
       by_size += static_cast<uint64_t>(changed);
       left -= changed;
@@ -427,11 +349,11 @@ absl::Status HistoryStore::EnforceLocked(absl::Time now, RetentionResult& result
   if (by_age + by_size > 0) {
     // Move the free pages to the end and cut them off, then checkpoint so the
     // truncation reaches the main file. PASSIVE never waits for the CLI.
-    if (absl::Status s = Exec(db, "PRAGMA incremental_vacuum"); !s.ok()) return s;
+    if (absl::Status s = SqliteExec(kSrc, db, "PRAGMA incremental_vacuum"); !s.ok()) return s;
     if (int rc =
             sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
         rc != SQLITE_OK && rc != SQLITE_BUSY)
-      return SqlError(db, rc, "checkpoint");
+      return SqliteError(kSrc, db, rc, "checkpoint");
   }
   absl::StatusOr<uint64_t> after = LiveBytesLocked();
   if (!after.ok()) return after.status();
@@ -480,7 +402,7 @@ absl::StatusOr<std::vector<v1::Envelope>> HistoryStore::Search(const HistoryQuer
 
   std::lock_guard<std::mutex> lock(mu_);
   sqlite3* db = db_.get();
-  absl::StatusOr<SqliteStmt> stmt = PrepareStmt(db, sql);
+  absl::StatusOr<SqliteStmt> stmt = SqlitePrepare(kSrc, db, sql);
   if (!stmt.ok()) return stmt.status();
   sqlite3_stmt* st = stmt->get();
   int index = 1;
@@ -499,7 +421,7 @@ absl::StatusOr<std::vector<v1::Envelope>> HistoryStore::Search(const HistoryQuer
   for (;;) {
     const int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return SqlError(db, rc, "search");
+    if (rc != SQLITE_ROW) return SqliteError(kSrc, db, rc, "search");
     const void* data = sqlite3_column_blob(st, 1);
     const int size = sqlite3_column_bytes(st, 1);
     v1::Envelope& env = out.emplace_back();
@@ -518,7 +440,7 @@ uint64_t HistoryStore::evicted_total() const {
 
 absl::StatusOr<uint64_t> HistoryStore::Count() {
   std::lock_guard<std::mutex> lock(mu_);
-  absl::StatusOr<int64_t> n = QueryInt(db_.get(), "SELECT count(*) FROM events");
+  absl::StatusOr<int64_t> n = SqliteQueryInt(kSrc, db_.get(), "SELECT count(*) FROM events");
   if (!n.ok()) return n.status();
   return static_cast<uint64_t>(*n);
 }

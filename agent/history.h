@@ -23,10 +23,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "agent/sqlite_util.h"
 #include "sockwatch/v1/event.pb.h"
-
-struct sqlite3;
-struct sqlite3_stmt;
 
 namespace sockwatch {
 
@@ -63,18 +61,6 @@ struct RetentionResult {
   uint64_t bytes_after = 0;
 };
 
-// RAII owners, in their own namespace because other modules keep their own.
-namespace history_internal {
-struct DbCloser {
-  void operator()(sqlite3* db) const;
-};
-struct StmtFinalizer {
-  void operator()(sqlite3_stmt* stmt) const;
-};
-using Db = std::unique_ptr<sqlite3, DbCloser>;
-using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
-}  // namespace history_internal
-
 // Thread-safe: one connection, calls serialized by a mutex (the agent may
 // append from its event loop and enforce retention from a timer).
 class HistoryStore {
@@ -105,14 +91,14 @@ class HistoryStore {
   const HistoryOptions& options() const { return options_; }
 
  private:
-  HistoryStore(HistoryOptions options, history_internal::Db db);
+  HistoryStore(HistoryOptions options, SqliteDb db);
   absl::Status Prepare();
   absl::StatusOr<uint64_t> LiveBytesLocked();
   absl::Status EnforceLocked(absl::Time now, RetentionResult& result);
 
   const HistoryOptions options_;
-  history_internal::Db db_;
-  history_internal::Stmt insert_;
+  SqliteDb db_;
+  SqliteStmt insert_;
   mutable std::mutex mu_;
   uint64_t evicted_total_ = 0;
 };

@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
   cfg.normalize_filename = [](absl::string_view f) { return std::string(f); };
   absl::SetFlagsUsageConfig(cfg);
   absl::SetProgramUsageMessage(
-      "sockwatch-agent: records which process, with which command line, talked to whom.\n"
+      "records which process, with which command line, talked to whom.\n"
       "Loads eBPF probes (exec/fork/exit, TCP connect/accept/listen/close, UDP send/recv)\n"
       "and prints one event per line. Runs as root on Linux >= 5.17 with BTF and cgroup v2.\n\n"
       "Usage: sockwatch-agent [--print=json|text|none] [flags]\n"

@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   cfg.normalize_filename = [](absl::string_view f) { return std::string(f); };
   absl::SetFlagsUsageConfig(cfg);
   absl::SetProgramUsageMessage(
-      "sockwatch-collector: receives sockwatch agents' event streams over gRPC (mTLS)\n"
+      "receives sockwatch agents' event streams over gRPC (mTLS)\n"
       "and stores every event once.\n\n"
       "Usage: sockwatch-collector --listen=ADDR:PORT --store=sqlite:PATH \\\n"
       "         --tls_ca=ca.pem --tls_cert=collector.pem --tls_key=collector.key\n"

@@ -13,11 +13,14 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "collector/sqlite_store_internal.h"
 
 namespace sockwatch {
 
 namespace {
+
+using sqlite_store_internal::IsRareKind;
+using sqlite_store_internal::Source;
 
 // Each entry upgrades the file from version i to i + 1. Version 0 is a file
 // without our tables. Append, never edit: files in the field were made by
@@ -81,9 +84,6 @@ CREATE TABLE rare_events(
 };
 static_assert(std::size(kMigrations) == kSqliteStoreSchemaVersion);
 
-constexpr const char* kKinds[] = {"exec", "fork",     "exit",  "network",
-                                  "loss", "coverage", "alert", "learning"};
-
 // OR IGNORE skips a row whose key is stored already; it would also skip a
 // NOT NULL violation, but every NOT NULL column is always bound. (ON
 // CONFLICT DO NOTHING would make a multi-row INSERT keep a statement journal:
@@ -102,96 +102,22 @@ std::string InsertEventSql(int rows) {
   return sql;
 }
 
-absl::Status SqlError(absl::string_view path, sqlite3* db, int rc, absl::string_view what) {
-  std::string msg =
-      absl::StrCat("store: ", path, ": ", what, ": ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return absl::UnavailableError(msg);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(msg);
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-    case SQLITE_CANTOPEN:
-      return absl::PermissionDeniedError(msg);
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-absl::Status Exec(absl::string_view path, sqlite3* db, const char* sql,
-                  absl::string_view what = {}) {
-  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) return SqlError(path, db, rc, what.empty() ? sql : what);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<SqliteStmt> PrepareStmt(absl::string_view path, sqlite3* db, absl::string_view sql,
-                                       bool persistent = false) {
-  sqlite3_stmt* raw = nullptr;
-  const int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
-                                    persistent ? SQLITE_PREPARE_PERSISTENT : 0, &raw, nullptr);
-  SqliteStmt stmt(raw);
-  if (rc != SQLITE_OK) return SqlError(path, db, rc, absl::StrCat("prepare ", sql));
-  return stmt;
-}
-
-// The first column of the first row of sql.
-absl::StatusOr<int64_t> QueryInt(absl::string_view path, sqlite3* db, absl::string_view sql) {
-  absl::StatusOr<SqliteStmt> stmt = PrepareStmt(path, db, sql);
-  if (!stmt.ok()) return stmt.status();
-  const int rc = sqlite3_step(stmt->get());
-  if (rc == SQLITE_ROW) return sqlite3_column_int64(stmt->get(), 0);
-  if (rc == SQLITE_DONE) return absl::InternalError(absl::StrCat("store: no row from ", sql));
-  return SqlError(path, db, rc, sql);
-}
-
-// Rolls back unless committed, so every early return leaves the file as it was.
-class Transaction {
- public:
-  Transaction(absl::string_view path, sqlite3* db) : path_(path), db_(db) {}
-  ~Transaction() {
-    // Some errors (SQLITE_FULL, IOERR, BUSY on commit) already rolled back.
-    if (open_ && !sqlite3_get_autocommit(db_))
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  // IMMEDIATE takes the write lock up front: waiting happens here, under the
-  // busy timeout, rather than as a failed upgrade halfway through.
-  absl::Status Begin() {
-    absl::Status s = Exec(path_, db_, "BEGIN IMMEDIATE");
-    open_ = s.ok();
-    return s;
-  }
-  absl::Status Commit() {
-    absl::Status s = Exec(path_, db_, "COMMIT");
-    if (s.ok()) open_ = false;
-    return s;
-  }
-
- private:
-  absl::string_view path_;
-  sqlite3* db_;
-  bool open_ = false;
-};
-
 // The schema version of the file: 0 for a new one. Refuses a database that
 // is not ours, or is newer than this binary.
 absl::StatusOr<int64_t> ReadVersion(const std::string& path, sqlite3* db) {
-  absl::StatusOr<int64_t> has_table = QueryInt(
-      path, db,
+  absl::StatusOr<int64_t> has_table = SqliteQueryInt(
+      Source(path), db,
       "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'");
   if (!has_table.ok()) return has_table.status();
   int64_t version = 0;
   if (*has_table > 0) {
-    absl::StatusOr<int64_t> v = QueryInt(path, db, "SELECT max(version) FROM schema_version");
+    absl::StatusOr<int64_t> v =
+        SqliteQueryInt(Source(path), db, "SELECT max(version) FROM schema_version");
     if (!v.ok()) return v.status();
     version = *v;
   } else {
-    absl::StatusOr<int64_t> tables = QueryInt(path, db, "SELECT count(*) FROM sqlite_schema");
+    absl::StatusOr<int64_t> tables =
+        SqliteQueryInt(Source(path), db, "SELECT count(*) FROM sqlite_schema");
     if (!tables.ok()) return tables.status();
     // Never build our tables into somebody else's database.
     if (*tables > 0)
@@ -209,18 +135,18 @@ absl::StatusOr<int64_t> ReadVersion(const std::string& path, sqlite3* db) {
 // Brings the file to kSqliteStoreSchemaVersion. Checks again under the write
 // lock: another collector may have created the file meanwhile.
 absl::Status Migrate(const std::string& path, sqlite3* db) {
-  Transaction tx(path, db);
+  SqliteTransaction tx(Source(path), db);
   if (absl::Status s = tx.Begin(); !s.ok()) return s;
   absl::StatusOr<int64_t> version = ReadVersion(path, db);
   if (!version.ok()) return version.status();
   if (*version == kSqliteStoreSchemaVersion) return absl::OkStatus();
   for (int64_t v = *version; v < kSqliteStoreSchemaVersion; ++v) {
     const std::string what = absl::StrCat("upgrade schema to version ", v + 1);
-    if (absl::Status s = Exec(path, db, kMigrations[v], what); !s.ok()) return s;
+    if (absl::Status s = SqliteExec(Source(path), db, kMigrations[v], what); !s.ok()) return s;
   }
   const std::string set_version =
       absl::StrCat("UPDATE schema_version SET version = ", kSqliteStoreSchemaVersion);
-  if (absl::Status s = Exec(path, db, set_version.c_str()); !s.ok()) return s;
+  if (absl::Status s = SqliteExec(Source(path), db, set_version.c_str()); !s.ok()) return s;
   return tx.Commit();
 }
 
@@ -230,7 +156,7 @@ absl::StatusOr<SqliteDb> OpenConnection(const SqliteStoreOptions& options, int f
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(options.path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   SqliteDb db(raw);
-  if (rc != SQLITE_OK) return SqlError(options.path, db.get(), rc, "open");
+  if (rc != SQLITE_OK) return SqliteError(Source(options.path), db.get(), rc, "open");
   sqlite3_extended_result_codes(db.get(), 1);
   sqlite3_busy_timeout(db.get(), static_cast<int>(std::clamp<int64_t>(
                                      absl::ToInt64Milliseconds(options.busy_timeout), 0,
@@ -239,7 +165,7 @@ absl::StatusOr<SqliteDb> OpenConnection(const SqliteStoreOptions& options, int f
   // database fails here with its name rather than at the first write.
   const int probe =
       sqlite3_exec(db.get(), "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
-  if (probe != SQLITE_OK) return SqlError(options.path, db.get(), probe, "open");
+  if (probe != SQLITE_OK) return SqliteError(Source(options.path), db.get(), probe, "open");
   return db;
 }
 
@@ -284,13 +210,6 @@ size_t KeyFieldsPrefix(const std::string& blob) {
 int64_t UnixNanos(const google::protobuf::Timestamp& t) {
   // Saturates instead of overflowing on absurd timestamps.
   return absl::ToUnixNanos(absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos()));
-}
-
-absl::string_view ColumnText(sqlite3_stmt* st, int i) {
-  const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
-  // After column_text, so the length is of the text form.
-  return text ? absl::string_view(text, static_cast<size_t>(sqlite3_column_bytes(st, i)))
-              : absl::string_view();
 }
 
 void BindText(sqlite3_stmt* st, int i, const std::string* s) {
@@ -350,64 +269,6 @@ Denormalized Denormalize(const v1::Envelope& env) {
   return d;
 }
 
-bool IsRareKind(absl::string_view kind) {
-  return kind == "alert" || kind == "loss" || kind == "coverage" || kind == "learning";
-}
-
-// FROM and WHERE for q, with named parameters; a filter left at its default
-// adds no SQL. Streams drive the join (CROSS JOIN fixes the order), so rows
-// come out by host, instance, seq without sorting the table. A rare kind
-// goes through rare_events (already in seq order, and enough to count). A
-// time range names events_stream_time: without statistics the planner
-// prefers the primary key to spare a sort, and reads all of a host's rows.
-// `seq` is the column to order by.
-absl::StatusOr<std::string> FromWhere(const EventQuery& q, bool with_envelope,
-                                      absl::string_view* seq) {
-  if (!q.kind.empty() &&
-      std::find(std::begin(kKinds), std::end(kKinds), q.kind) == std::end(kKinds))
-    return absl::InvalidArgumentError(absl::StrCat("store: unknown event kind \"", q.kind,
-                                                   "\"; known: ", absl::StrJoin(kKinds, ", ")));
-  const bool timed = q.since != absl::InfinitePast() || q.until != absl::InfiniteFuture();
-  std::string sql;
-  absl::string_view t;  // the table with kind and time_ns
-  if (IsRareKind(q.kind)) {
-    sql = "FROM streams s CROSS JOIN rare_events r ON r.stream = s.id";
-    if (with_envelope) sql += " CROSS JOIN events e ON e.stream = r.stream AND e.seq = r.seq";
-    t = "r";
-  } else {
-    sql = "FROM streams s CROSS JOIN events e";
-    if (timed) sql += " INDEXED BY events_stream_time";
-    sql += " ON e.stream = s.id";
-    t = "e";
-  }
-  *seq = t == "r" ? "r.seq" : "e.seq";
-  sql += " WHERE 1";
-  if (!q.host_id.empty()) sql += " AND s.host_id = :host";
-  if (!q.agent_instance.empty()) sql += " AND s.agent_instance = :instance";
-  if (!q.kind.empty()) absl::StrAppend(&sql, " AND ", t, ".kind = :kind");
-  if (q.since != absl::InfinitePast()) absl::StrAppend(&sql, " AND ", t, ".time_ns >= :since");
-  if (q.until != absl::InfiniteFuture()) absl::StrAppend(&sql, " AND ", t, ".time_ns < :until");
-  return sql;
-}
-
-void BindQuery(sqlite3_stmt* st, const EventQuery& q) {
-  auto bind_text = [st](const char* name, const std::string& v) {
-    if (int i = sqlite3_bind_parameter_index(st, name); i > 0)
-      sqlite3_bind_text(st, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-  };
-  auto bind_int = [st](const char* name, int64_t v) {
-    if (int i = sqlite3_bind_parameter_index(st, name); i > 0) sqlite3_bind_int64(st, i, v);
-  };
-  bind_text(":host", q.host_id);
-  bind_text(":instance", q.agent_instance);
-  bind_text(":kind", q.kind);
-  bind_int(":since", absl::ToUnixNanos(q.since));
-  bind_int(":until", absl::ToUnixNanos(q.until));
-  bind_int(":limit", q.limit == 0 || q.limit > static_cast<size_t>(INT64_MAX)
-                         ? int64_t{-1}
-                         : static_cast<int64_t>(q.limit));
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStoreOptions& options) {
@@ -423,11 +284,11 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStore
   // are appended and read in runs: big pages mean fewer b-tree splits, WAL
   // frames and syscalls per row (raw inserts on the 2-core dev VM: 8 KiB
   // ~160k rows/s, 32 KiB ~250k rows/s).
-  if (absl::Status s = Exec(path, db, "PRAGMA page_size = 32768"); !s.ok()) return s;
-  absl::StatusOr<SqliteStmt> mode = PrepareStmt(path, db, "PRAGMA journal_mode = WAL");
+  if (absl::Status s = SqliteExec(Source(path), db, "PRAGMA page_size = 32768"); !s.ok()) return s;
+  absl::StatusOr<SqliteStmt> mode = SqlitePrepare(Source(path), db, "PRAGMA journal_mode = WAL");
   if (!mode.ok()) return mode.status();
   if (int rc = sqlite3_step(mode->get()); rc != SQLITE_ROW)
-    return SqlError(path, db, rc, "PRAGMA journal_mode = WAL");
+    return SqliteError(Source(path), db, rc, "PRAGMA journal_mode = WAL");
   const auto* got = reinterpret_cast<const char*>(sqlite3_column_text(mode->get(), 0));
   if (got == nullptr || absl::AsciiStrToLower(got) != "wal")
     return absl::FailedPreconditionError(
@@ -441,9 +302,10 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStore
   // cache: appends touch only the tail pages, and a big cache only grows
   // cold (4-64 MiB measured: smaller was faster; 8 MiB holds the dirty pages
   // of a 5000-envelope Write).
-  if (absl::Status s = Exec(path, db,
-                            "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 2048; "
-                            "PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -8192");
+  if (absl::Status s =
+          SqliteExec(Source(path), db,
+                     "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 2048; "
+                     "PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -8192");
       !s.ok())
     return s;
   if (absl::Status s = Migrate(path, db); !s.ok()) return s;
@@ -451,8 +313,8 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteStore
   absl::StatusOr<SqliteDb> reader = OpenConnection(options, SQLITE_OPEN_READWRITE);
   if (!reader.ok()) return reader.status();
   // The reader never writes: make a bug that tries fail instead of racing the writer.
-  if (absl::Status s =
-          Exec(path, reader->get(), "PRAGMA query_only = ON; PRAGMA cache_size = -16384");
+  if (absl::Status s = SqliteExec(Source(path), reader->get(),
+                                  "PRAGMA query_only = ON; PRAGMA cache_size = -16384");
       !s.ok())
     return s;
   std::unique_ptr<SqliteStore> store(
@@ -488,7 +350,7 @@ absl::Status SqliteStore::PrepareWriter() {
        "last_seen_ns = excluded.last_seen_ns, hello = excluded.hello"},
   };
   for (const auto& [stmt, sql] : statements) {
-    absl::StatusOr<SqliteStmt> s = PrepareStmt(options_.path, writer_.get(), sql, true);
+    absl::StatusOr<SqliteStmt> s = SqlitePrepare(Source(options_.path), writer_.get(), sql, true);
     if (!s.ok()) return s.status();
     *stmt = std::move(*s);
   }
@@ -517,13 +379,13 @@ absl::StatusOr<int64_t> SqliteStore::StreamIdLocked(const v1::Envelope& env) {
     streams_.emplace(key_buf_, found);
     return found;
   }
-  if (rc != SQLITE_DONE) return SqlError(options_.path, db, rc, "look up stream");
+  if (rc != SQLITE_DONE) return SqliteError(Source(options_.path), db, rc, "look up stream");
   sqlite3_stmt* ins = insert_stream_.get();
   sqlite3_bind_text(ins, 1, host.data(), static_cast<int>(host.size()), SQLITE_STATIC);
   sqlite3_bind_text(ins, 2, instance.data(), static_cast<int>(instance.size()), SQLITE_STATIC);
   rc = sqlite3_step(ins);
   sqlite3_reset(ins);
-  if (rc != SQLITE_DONE) return SqlError(options_.path, db, rc, "add stream");
+  if (rc != SQLITE_DONE) return SqliteError(Source(options_.path), db, rc, "add stream");
   const int64_t id = sqlite3_last_insert_rowid(db);
   pending_streams_.emplace_back(key_buf_, id);
   return id;
@@ -550,7 +412,7 @@ absl::Status SqliteStore::EventError(int rc, const Row& first, const Row& last) 
   if (&first != &last)
     absl::StrAppend(&what, " .. host_id=", last.env->host_id(),
                     " agent_instance=", last.env->agent_instance(), " seq=", last.env->seq());
-  return SqlError(options_.path, writer_.get(), rc, what);
+  return SqliteError(Source(options_.path), writer_.get(), rc, what);
 }
 
 absl::Status SqliteStore::PrepareRow(const v1::Envelope& env, Row& row) {
@@ -624,7 +486,7 @@ absl::StatusOr<bool> SqliteStore::InsertOne(const Row& row) {
 // one by one: a rare one needs to know whether it was new.
 absl::Status SqliteStore::WriteLocked(absl::Span<const v1::Envelope* const> envelopes,
                                       WriteResult& result) {
-  Transaction tx(options_.path, writer_.get());
+  SqliteTransaction tx(Source(options_.path), writer_.get());
   if (absl::Status s = tx.Begin(); !s.ok()) return s;
   WriteResult counts;
   size_t pending = 0;
@@ -677,80 +539,9 @@ absl::Status SqliteStore::UpsertHost(const v1::Hello& hello, absl::Time now) {
   const int rc = sqlite3_step(st);
   sqlite3_reset(st);
   if (rc != SQLITE_DONE)
-    return SqlError(options_.path, writer_.get(), rc,
-                    absl::StrCat("upsert host ", hello.host_id()));
+    return SqliteError(Source(options_.path), writer_.get(), rc,
+                       absl::StrCat("upsert host ", hello.host_id()));
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<v1::Envelope>> SqliteStore::Events(const EventQuery& q) {
-  absl::string_view seq;
-  absl::StatusOr<std::string> from = FromWhere(q, /*with_envelope=*/true, &seq);
-  if (!from.ok()) return from.status();
-  const std::string sql =
-      absl::StrCat("SELECT s.host_id, s.agent_instance, ", seq, ", e.envelope ", *from,
-                   " ORDER BY s.host_id, s.agent_instance, ", seq, " LIMIT :limit");
-  absl::MutexLock lock(&read_mu_);
-  sqlite3* db = reader_.get();
-  absl::StatusOr<SqliteStmt> stmt = PrepareStmt(options_.path, db, sql);
-  if (!stmt.ok()) return stmt.status();
-  sqlite3_stmt* st = stmt->get();
-  BindQuery(st, q);
-  std::vector<v1::Envelope> out;
-  for (;;) {
-    const int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return SqlError(options_.path, db, rc, "query events");
-    const absl::string_view host = ColumnText(st, 0);
-    const absl::string_view instance = ColumnText(st, 1);
-    const auto seq = static_cast<uint64_t>(sqlite3_column_int64(st, 2));
-    v1::Envelope& env = out.emplace_back();
-    if (!env.ParseFromArray(sqlite3_column_blob(st, 3), sqlite3_column_bytes(st, 3)))
-      return absl::DataLossError(absl::StrCat("store: ", options_.path, ": event host_id=", host,
-                                              " agent_instance=", instance, " seq=", seq,
-                                              " does not hold a valid envelope"));
-    env.set_host_id(std::string(host));
-    env.set_agent_instance(std::string(instance));
-    env.set_seq(seq);
-  }
-  return out;
-}
-
-absl::StatusOr<uint64_t> SqliteStore::CountEvents(const EventQuery& q) {
-  absl::string_view seq;
-  absl::StatusOr<std::string> from = FromWhere(q, /*with_envelope=*/false, &seq);
-  if (!from.ok()) return from.status();
-  const std::string sql = absl::StrCat("SELECT count(*) ", *from);
-  absl::MutexLock lock(&read_mu_);
-  sqlite3* db = reader_.get();
-  absl::StatusOr<SqliteStmt> stmt = PrepareStmt(options_.path, db, sql);
-  if (!stmt.ok()) return stmt.status();
-  BindQuery(stmt->get(), q);
-  const int rc = sqlite3_step(stmt->get());
-  if (rc != SQLITE_ROW) return SqlError(options_.path, db, rc, "count events");
-  return static_cast<uint64_t>(sqlite3_column_int64(stmt->get(), 0));
-}
-
-absl::StatusOr<std::vector<HostRecord>> SqliteStore::Hosts() {
-  absl::MutexLock lock(&read_mu_);
-  sqlite3* db = reader_.get();
-  absl::StatusOr<SqliteStmt> stmt =
-      PrepareStmt(options_.path, db,
-                  "SELECT host_id, hello, first_seen_ns, last_seen_ns FROM hosts ORDER BY host_id");
-  if (!stmt.ok()) return stmt.status();
-  sqlite3_stmt* st = stmt->get();
-  std::vector<HostRecord> out;
-  for (;;) {
-    const int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) break;
-    if (rc != SQLITE_ROW) return SqlError(options_.path, db, rc, "query hosts");
-    HostRecord& h = out.emplace_back();
-    if (!h.hello.ParseFromArray(sqlite3_column_blob(st, 1), sqlite3_column_bytes(st, 1)))
-      return absl::DataLossError(absl::StrCat("store: ", options_.path, ": host ",
-                                              ColumnText(st, 0), " does not hold a valid Hello"));
-    h.first_seen = absl::FromUnixNanos(sqlite3_column_int64(st, 2));
-    h.last_seen = absl::FromUnixNanos(sqlite3_column_int64(st, 3));
-  }
-  return out;
 }
 
 }  // namespace sockwatch

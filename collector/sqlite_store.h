@@ -17,6 +17,8 @@
 // collector calls them from one thread), the reader Events, CountEvents and
 // Hosts. WAL lets the reader see the last commit while the writer appends,
 // so a slow query never delays the commit an agent is waiting for.
+//
+// Opening and writes are in sqlite_store.cc, reads in sqlite_store_query.cc.
 #ifndef SOCKWATCH_COLLECTOR_SQLITE_STORE_H_
 #define SOCKWATCH_COLLECTOR_SQLITE_STORE_H_
 
