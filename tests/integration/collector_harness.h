@@ -54,6 +54,7 @@ class CollectorProcess {
   int Stop(int sig = 15);
   std::string Stderr() const;
   std::string address() const;
+  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;

@@ -251,6 +251,36 @@ TEST_F(TransportTest, SpoolOverflowWhileCollectorDownIsStoredAsLoss) {
   EXPECT_EQ(si.seqs.back(), printed.at(instance).back());
 }
 
+TEST_F(TransportTest, StalledCollectorSlowsSendingNotCapture) {
+  auto collector = StartCollector();
+  ASSERT_NE(collector, nullptr);
+  auto agent = StartAgent();
+  ASSERT_NE(agent, nullptr);
+  // The collector stops reading (SIGSTOP): its TCP window fills, and the
+  // agent's sends back up -- but capture goes on into the spool.
+  ASSERT_EQ(kill(collector->pid(), SIGSTOP), 0);
+  Spray(1500, 24000);
+  auto last = agent->WaitFor([](const v1::Envelope& e) {
+    return e.has_network() && e.network().remote_port() == 25499;
+  });
+  EXPECT_TRUE(last.has_value()) << "capture stalled with the collector: " << agent->Stderr();
+  const auto stalled = ReadStore(db_, "host-e2e");
+  ASSERT_EQ(kill(collector->pid(), SIGCONT), 0);
+  ASSERT_TRUE(last.has_value());
+  const std::string instance = last->agent_instance();
+  auto stored = WaitForStore([&](const auto& s) {
+    auto it = s.find(instance);
+    return it != s.end() && !it->second.seqs.empty() && it->second.seqs.back() >= last->seq();
+  });
+  ASSERT_EQ(agent->Stop(), 0) << agent->Stderr();
+  // While stalled the store could not have the spray; afterwards it has all of it, once.
+  auto before = stalled.find(instance);
+  EXPECT_TRUE(before == stalled.end() || before->second.seqs.empty() ||
+              before->second.seqs.back() < last->seq());
+  stored = ReadStore(db_, "host-e2e");
+  EXPECT_EQ(stored[instance].seqs, Printed(*agent).at(instance)) << agent->Stderr();
+}
+
 TEST_F(TransportTest, AgentRefusesPlaintextToANonLoopbackCollector) {
   const int status = testing::Run(absl::StrCat(AgentPath(), " --collector=192.0.2.1:7443 --insecure 2>&1 | grep -q 'allowed only to a collector on loopback'"));
   EXPECT_EQ(status, 0);
