@@ -1,8 +1,14 @@
 #include "agent/text.h"
 
+#include <algorithm>
 #include <cstdint>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 
 namespace sockwatch {
 namespace {
@@ -96,6 +102,44 @@ std::string EscapeForTerminal(absl::string_view s) {
     i += n;
   }
   return out;
+}
+
+// absl::ParseDuration plus whole days in front ("7d", "1d12h"): responders
+// think in days, Go-style durations stop at hours.
+namespace {
+
+absl::StatusOr<absl::Duration> ParseAgo(absl::string_view s) {
+  absl::Duration d = absl::ZeroDuration();
+  const size_t day = s.find('d');
+  if (day != absl::string_view::npos) {
+    int64_t days = 0;
+    const absl::string_view num = s.substr(0, day);
+    if (num.empty() || !std::all_of(num.begin(), num.end(), absl::ascii_isdigit) ||
+        num.size() > 6 || !absl::SimpleAtoi(num, &days))
+      return absl::InvalidArgumentError("bad day count");
+    d = absl::Hours(24 * days);
+    s.remove_prefix(day + 1);
+    if (s.empty()) return d;
+  }
+  absl::Duration rest;
+  if (!absl::ParseDuration(s, &rest) || rest < absl::ZeroDuration() ||
+      rest == absl::InfiniteDuration())
+    return absl::InvalidArgumentError("bad duration");
+  return d + rest;
+}
+
+}  // namespace
+
+absl::StatusOr<absl::Time> ParseWhen(absl::string_view flag, absl::string_view s, absl::Time now) {
+  if (s == "now") return now;
+  absl::Time t;
+  std::string err;
+  if (absl::ParseTime(absl::RFC3339_full, s, &t, &err)) return t;
+  if (absl::ParseTime("%Y-%m-%d", s, absl::UTCTimeZone(), &t, &err)) return t;
+  absl::StatusOr<absl::Duration> ago = ParseAgo(s);
+  if (ago.ok()) return now - *ago;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, "=", s, ": want a duration ago (30m, 2h, 7d) or an RFC 3339 time"));
 }
 
 }  // namespace sockwatch

@@ -5,7 +5,9 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace sockwatch {
 
@@ -15,6 +17,11 @@ std::string ValidUtf8(absl::string_view s);
 // For people: control characters (C0, DEL, C1) and invalid UTF-8 become
 // visible escapes (\n, \t, \x1b, \\), so output can never drive a terminal.
 std::string EscapeForTerminal(absl::string_view s);
+
+// A time given on a command line: "now", a duration ago (30m, 2h, 7d,
+// 1d12h), an RFC 3339 time or a UTC date (2024-05-01). The error names
+// --flag and the accepted forms.
+absl::StatusOr<absl::Time> ParseWhen(absl::string_view flag, absl::string_view s, absl::Time now);
 
 }  // namespace sockwatch
 

@@ -62,9 +62,12 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientTls(const TlsFil
   return grpc::SslCredentials(opts);
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTls(const TlsFiles& files) {
-  grpc::SslServerCredentialsOptions opts(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  auto ca = ReadPem(files.ca, "tls_ca");
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTls(const TlsFiles& files,
+                                                                   bool client_certs) {
+  grpc::SslServerCredentialsOptions opts(client_certs
+                                             ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                             : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  auto ca = client_certs ? ReadPem(files.ca, "tls_ca") : absl::StatusOr<std::string>("");
   if (!ca.ok()) return ca.status();
   auto cert = ReadPem(files.cert, "tls_cert");
   if (!cert.ok()) return cert.status();

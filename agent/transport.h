@@ -38,8 +38,11 @@ absl::StatusOr<std::string> ReadPem(absl::string_view path, absl::string_view fl
 // Client side: mTLS with our certificate, verifying the collector against ca.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientTls(const TlsFiles& files);
 
-// Server side: requires and verifies client certificates signed by ca.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTls(const TlsFiles& files);
+// Server side: requires and verifies client certificates signed by ca (the
+// agents' port); without client_certs, TLS only (the query port, where
+// callers present tokens) and ca may be empty.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTls(const TlsFiles& files,
+                                                                   bool client_certs = true);
 
 // The host id a verified client certificate allows: its subject Common Name.
 // Empty if the connection carries no verified certificate.

@@ -2,6 +2,7 @@
 #include <csignal>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,9 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "agent/transport.h"
+#include "collector/auth.h"
 #include "collector/ingest_service.h"
+#include "collector/query_service.h"
 #include "collector/store.h"
 #include "collector/writer.h"
 #include "grpcpp/server.h"
@@ -28,6 +31,12 @@ ABSL_FLAG(std::string, tls_cert, "", "The collector's certificate (PEM)");
 ABSL_FLAG(std::string, tls_key, "", "The collector's private key (PEM)");
 ABSL_FLAG(bool, insecure, false,
           "Plaintext without client certificates; only with a loopback --listen address");
+ABSL_FLAG(std::string, query_listen, "",
+          "Address of the query service for the sockwatch CLI (HOST:PORT; empty: off). TLS with "
+          "--tls_cert/--tls_key (no client certificate); plaintext with --insecure on loopback");
+ABSL_FLAG(std::string, tokens, "",
+          "Query credentials: lines 'ROLE TOKEN [NAME]', ROLE reader|responder|admin "
+          "(required with --query_listen)");
 ABSL_FLAG(int, max_in_flight, 4, "Batches per stream queued for the store before reads pause");
 ABSL_FLAG(uint64_t, group_envelopes, 50000, "Most envelopes written in one transaction");
 ABSL_FLAG(absl::Duration, stats_interval, absl::Seconds(60),
@@ -66,7 +75,8 @@ int main(int argc, char** argv) {
       "Usage: sockwatch-collector --listen=ADDR:PORT --store=sqlite:PATH \\\n"
       "         --tls_ca=ca.pem --tls_cert=collector.pem --tls_key=collector.key\n"
       "       sockwatch-collector --listen=127.0.0.1:PORT --insecure ...   (loopback only)\n"
-      "An agent may write only as the host named (CN) in its client certificate.");
+      "An agent may write only as the host named (CN) in its client certificate.\n"
+      "With --query_listen and --tokens it also answers the sockwatch CLI.");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "' (see --help)"));
 
@@ -98,15 +108,46 @@ int main(int argc, char** argv) {
   iopts.log_streams = absl::GetFlag(FLAGS_log_streams);
   sockwatch::IngestService service(writer.get(), iopts);
 
+  // The query service listens on its own port: agents present client
+  // certificates, people and dashboards present tokens.
+  const std::string query_listen = absl::GetFlag(FLAGS_query_listen);
+  std::shared_ptr<grpc::ServerCredentials> query_creds;
+  std::optional<sockwatch::TokenAuth> tokens;
+  if (!query_listen.empty()) {
+    auto qhost = sockwatch::HostOfAddress(query_listen);
+    if (!qhost.ok()) return Fail(absl::StrCat("--query_listen: ", qhost.status().message()));
+    if (absl::GetFlag(FLAGS_tokens).empty())
+      return Fail("--query_listen needs --tokens (query access needs credentials)");
+    auto t = sockwatch::TokenAuth::FromFile(absl::GetFlag(FLAGS_tokens));
+    if (!t.ok()) return Fail(t.status().message());
+    tokens = *std::move(t);
+    if (insecure) {
+      if (!sockwatch::IsLoopbackHost(*qhost))
+        return Fail(absl::StrCat("--insecure: plaintext queries only on loopback, not '", *qhost, "'"));
+      query_creds = grpc::InsecureServerCredentials();
+    } else {
+      auto tls = sockwatch::ServerTls({"", absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key)},
+                                      /*client_certs=*/false);
+      if (!tls.ok()) return Fail(tls.status().message());
+      query_creds = *std::move(tls);
+    }
+  }
+  std::unique_ptr<sockwatch::QueryService> query;
+  if (tokens) query = std::make_unique<sockwatch::QueryService>(store->get(), &*tokens);
+
   grpc::ServerBuilder builder;
-  int port = 0;
+  int port = 0, query_port = 0;
   builder.AddListeningPort(listen, creds, &port);
+  if (query) builder.AddListeningPort(query_listen, query_creds, &query_port);
   builder.RegisterService(&service);
+  if (query) builder.RegisterService(query.get());
   builder.SetMaxReceiveMessageSize(sockwatch::kMaxMessageBytes);
   builder.SetMaxSendMessageSize(sockwatch::kMaxMessageBytes);
   builder.SetDefaultCompressionAlgorithm(GRPC_COMPRESS_GZIP);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
+  if (query && query_port == 0) return Fail(absl::StrCat("cannot listen on ", query_listen));
+  if (query) fprintf(stderr, "sockwatch-collector: queries on %s\n", query_listen.c_str());
   fprintf(stderr, "sockwatch-collector: listening on %s (%s), store %s\n", listen.c_str(),
           insecure ? "plaintext, loopback" : "mTLS", absl::GetFlag(FLAGS_store).c_str());
 

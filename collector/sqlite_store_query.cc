@@ -44,12 +44,16 @@ absl::StatusOr<std::string> FromWhere(const EventQuery& q, bool with_envelope,
       std::find(std::begin(kKinds), std::end(kKinds), q.kind) == std::end(kKinds))
     return absl::InvalidArgumentError(absl::StrCat("store: unknown event kind \"", q.kind,
                                                    "\"; known: ", absl::StrJoin(kKinds, ", ")));
+  if (absl::Status s = CheckRemoteFilter(q.remote); !s.ok()) return s;
   const bool timed = q.since != absl::InfinitePast() || q.until != absl::InfiniteFuture();
+  const bool columns = !q.exe.empty() || !q.sha256.empty() || !q.rule.empty() ||
+                       !q.container_prefix.empty() || q.remote_port || q.protocol || q.direction;
   std::string sql;
   absl::string_view t;  // the table with kind and time_ns
   if (IsRareKind(q.kind)) {
     sql = "FROM streams s CROSS JOIN rare_events r ON r.stream = s.id";
-    if (with_envelope) sql += " CROSS JOIN events e ON e.stream = r.stream AND e.seq = r.seq";
+    if (with_envelope || columns)
+      sql += " CROSS JOIN events e ON e.stream = r.stream AND e.seq = r.seq";
     t = "r";
   } else {
     sql = "FROM streams s CROSS JOIN events e";
@@ -64,6 +68,15 @@ absl::StatusOr<std::string> FromWhere(const EventQuery& q, bool with_envelope,
   if (!q.kind.empty()) absl::StrAppend(&sql, " AND ", t, ".kind = :kind");
   if (q.since != absl::InfinitePast()) absl::StrAppend(&sql, " AND ", t, ".time_ns >= :since");
   if (q.until != absl::InfiniteFuture()) absl::StrAppend(&sql, " AND ", t, ".time_ns < :until");
+  if (!q.exe.empty()) sql += " AND e.exe = :exe";
+  if (!q.sha256.empty()) sql += " AND e.sha256 = :sha256";
+  if (!q.rule.empty()) sql += " AND e.rule = :rule";
+  // Prefix without LIKE's wildcards: container ids are hex.
+  if (!q.container_prefix.empty())
+    sql += " AND substr(e.container_id, 1, length(:container)) = :container";
+  if (q.remote_port) sql += " AND e.remote_port = :port";
+  if (q.protocol) sql += " AND e.protocol = :protocol";
+  if (q.direction) sql += " AND e.direction = :direction";
   return sql;
 }
 
@@ -78,6 +91,14 @@ void BindQuery(sqlite3_stmt* st, const EventQuery& q) {
   bind_text(":host", q.host_id);
   bind_text(":instance", q.agent_instance);
   bind_text(":kind", q.kind);
+  bind_text(":exe", q.exe);
+  bind_text(":sha256", q.sha256);
+  bind_text(":rule", q.rule);
+  bind_text(":container", q.container_prefix);
+  bind_int(":port", q.remote_port);
+  bind_int(":protocol", q.protocol);
+  bind_int(":direction", q.direction);
+  bind_int(":offset", static_cast<int64_t>(q.offset));
   bind_int(":since", absl::ToUnixNanos(q.since));
   bind_int(":until", absl::ToUnixNanos(q.until));
   bind_int(":limit", q.limit == 0 || q.limit > static_cast<size_t>(INT64_MAX)
@@ -91,9 +112,16 @@ absl::StatusOr<std::vector<v1::Envelope>> SqliteStore::Events(const EventQuery& 
   absl::string_view seq;
   absl::StatusOr<std::string> from = FromWhere(q, /*with_envelope=*/true, &seq);
   if (!from.ok()) return from.status();
+  // Filters on decoded rows page in C++; otherwise SQL pages (and with
+  // newest_first sorts only the top rows).
+  const bool decoded = !q.remote.empty() || !q.argv_contains.empty();
+  const std::string order = q.newest_first ? absl::StrCat("e.time_ns DESC, ", seq, " DESC")
+                                           : absl::StrCat("s.host_id, s.agent_instance, ", seq);
   const std::string sql =
       absl::StrCat("SELECT s.host_id, s.agent_instance, ", seq, ", e.envelope ", *from,
-                   " ORDER BY s.host_id, s.agent_instance, ", seq, " LIMIT :limit");
+                   " ORDER BY ", order, decoded ? "" : " LIMIT :limit OFFSET :offset");
+  size_t skip = decoded ? q.offset : 0;
+  const size_t limit = q.limit == 0 ? SIZE_MAX : q.limit;
   absl::MutexLock lock(&read_mu_);
   sqlite3* db = reader_.get();
   absl::StatusOr<SqliteStmt> stmt = SqlitePrepare(Source(options_.path), db, sql);
@@ -101,7 +129,7 @@ absl::StatusOr<std::vector<v1::Envelope>> SqliteStore::Events(const EventQuery& 
   sqlite3_stmt* st = stmt->get();
   BindQuery(st, q);
   std::vector<v1::Envelope> out;
-  for (;;) {
+  while (out.size() < limit) {
     const int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return SqliteError(Source(options_.path), db, rc, "query events");
@@ -116,11 +144,20 @@ absl::StatusOr<std::vector<v1::Envelope>> SqliteStore::Events(const EventQuery& 
     env.set_host_id(std::string(host));
     env.set_agent_instance(std::string(instance));
     env.set_seq(seq);
+    if (decoded && (!MatchesDecodedFilters(q, env) || (skip > 0 && skip-- > 0))) out.pop_back();
   }
   return out;
 }
 
 absl::StatusOr<uint64_t> SqliteStore::CountEvents(const EventQuery& q) {
+  if (!q.remote.empty() || !q.argv_contains.empty()) {
+    EventQuery all = q;
+    all.limit = 0;
+    all.offset = 0;
+    absl::StatusOr<std::vector<v1::Envelope>> events = Events(all);
+    if (!events.ok()) return events.status();
+    return events->size();
+  }
   absl::string_view seq;
   absl::StatusOr<std::string> from = FromWhere(q, /*with_envelope=*/false, &seq);
   if (!from.ok()) return from.status();

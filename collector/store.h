@@ -40,7 +40,31 @@ struct EventQuery {
   absl::Time since = absl::InfinitePast();
   absl::Time until = absl::InfiniteFuture();
   size_t limit = 100000;
+  // Column filters; empty or 0: any.
+  std::string exe;               // exact path
+  std::string sha256;            // image digest (alerts)
+  std::string rule;              // alert rule
+  std::string container_prefix;  // container id prefix
+  uint32_t remote_port = 0;
+  int protocol = 0;   // v1::Protocol
+  int direction = 0;  // v1::Direction
+  // Filters applied to the decoded events: the remote address as an IP or a
+  // CIDR, and a substring of the space-joined command line.
+  std::string remote;
+  std::string argv_contains;
+  // Paging: matching events skipped before the first returned.
+  size_t offset = 0;
+  // Newest first (by event time) instead of host, instance, seq.
+  bool newest_first = false;
 };
+
+// The process an event is about (network, exec, fork, exit, alert); null
+// for other kinds.
+const v1::Process* EventProcess(const v1::Envelope& env);
+// Checks q's remote filter ("" or an IP or a CIDR): clear error otherwise.
+absl::Status CheckRemoteFilter(absl::string_view remote);
+// Whether env passes q's decoded-row filters (remote, argv_contains).
+bool MatchesDecodedFilters(const EventQuery& q, const v1::Envelope& env);
 
 class Store {
  public:

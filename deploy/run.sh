@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on one host: install what is missing, build, make development
-# certificates (once), start sockwatch-collector on loopback (mTLS, SQLite
-# store) and the agent streaming to it and printing events. Arguments go to
+# certificates and a query token (once), start sockwatch-collector on loopback
+# (mTLS, SQLite store, query port +1) and the agent streaming to it and
+# printing events. Arguments go to
 # sockwatch-agent (default --print=text).
 #   sudo ./deploy/run.sh                 # text, until Ctrl-C
 #   sudo ./deploy/run.sh --print=json
@@ -26,13 +27,22 @@ host_id=$(tr -cd 'A-Za-z0-9._:@-' </etc/machine-id 2>/dev/null || true)
 certs=$state/certs
 [ -f "$certs/agents/$host_id.pem" ] || "$top/deploy/certs/make-certs.sh" --out "$certs" "$host_id"
 
+# A query token for the sockwatch CLI (admin), made once.
+if [ ! -s "$state/cli-token" ]; then
+  (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$state/cli-token")
+  (umask 077; echo "admin $(cat "$state/cli-token") local-admin" >"$state/tokens")
+fi
+
 port=${SOCKWATCH_PORT:-7443}
+qport=$((port + 1))
 "$build/collector/sockwatch-collector" --listen="127.0.0.1:$port" --store="sqlite:$state/collector.db" \
   --tls_ca="$certs/ca.pem" --tls_cert="$certs/collector.pem" --tls_key="$certs/collector.key" \
+  --query_listen="127.0.0.1:$qport" --tokens="$state/tokens" \
   2>>"$state/collector.log" &
 collector=$!
 trap 'kill $collector 2>/dev/null; wait $collector 2>/dev/null || true' EXIT
 echo "sockwatch-collector on 127.0.0.1:$port (log $state/collector.log, store $state/collector.db)" >&2
+echo "query it: $build/collector/sockwatch --collector=127.0.0.1:$qport --tls_ca=$certs/ca.pem --token-file=$state/cli-token alerts" >&2
 "$build/agent/sockwatch-agent" --state_dir="$state" --host_id="$host_id" \
   --collector="127.0.0.1:$port" --tls_ca="$certs/ca.pem" \
   --tls_cert="$certs/agents/$host_id.pem" --tls_key="$certs/agents/$host_id.key" "$@"

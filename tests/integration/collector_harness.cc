@@ -23,12 +23,19 @@
 #include "agent/exporter.h"
 #include "agent/spool.h"
 #include "collector/store.h"
+#include "grpcpp/create_channel.h"
+#include "sockwatch/v1/ingest.grpc.pb.h"
 #include "tests/integration/harness.h"
 
 namespace sockwatch::testing {
 
 std::string CollectorPath() { return SW_COLLECTOR_PATH; }
 std::string MakeCertsPath() { return SW_MAKE_CERTS_PATH; }
+#ifdef SW_CLI_PATH
+std::string CliPath() { return SW_CLI_PATH; }
+#else
+std::string CliPath() { return "sockwatch"; }
+#endif
 
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -260,6 +267,26 @@ std::string LatencySummary(const std::vector<absl::Duration>& l) {
   return absl::StrFormat("p50 %.1f ms, p99 %.1f ms, max %.1f ms", absl::ToDoubleMilliseconds(l[l.size() / 2]),
                          absl::ToDoubleMilliseconds(l[l.size() * 99 / 100]),
                          absl::ToDoubleMilliseconds(l.back()));
+}
+
+// One stream by hand: the messages given, then the status the collector ends it with.
+grpc::Status Exchange(const std::shared_ptr<grpc::ChannelCredentials>& creds,
+                      const std::string& address, const std::vector<v1::AgentMessage>& msgs,
+                      int* acks) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(64 << 20);
+  auto stub = v1::Ingest::NewStub(grpc::CreateCustomChannel(address, creds, args));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  auto stream = stub->Stream(&ctx);
+  for (const v1::AgentMessage& m : msgs)
+    if (!stream->Write(m)) break;
+  stream->WritesDone();
+  v1::CollectorMessage in;
+  int n = 0;
+  while (stream->Read(&in)) ++n;
+  if (acks) *acks = n;
+  return stream->Finish();
 }
 
 uint64_t MissingSeqs(const std::vector<uint64_t>& seqs) {

@@ -12,12 +12,16 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/status.h"
 #include "sockwatch/v1/event.pb.h"
+#include "sockwatch/v1/ingest.pb.h"
 
 namespace sockwatch::testing {
 
 std::string CollectorPath();
 std::string MakeCertsPath();
+std::string CliPath();
 
 // A free TCP port on 127.0.0.1 (bound and released).
 int FreePort();
@@ -89,6 +93,12 @@ struct FleetOptions {
 FleetRun StreamFleet(const FleetOptions& opts);
 // "p50 x ms, p99 y ms" of sorted latencies.
 std::string LatencySummary(const std::vector<absl::Duration>& sorted);
+
+// One ingest stream by hand: the messages given, then the status the
+// collector ends it with; *acks counts the acknowledgements.
+grpc::Status Exchange(const std::shared_ptr<grpc::ChannelCredentials>& creds,
+                      const std::string& address, const std::vector<v1::AgentMessage>& msgs,
+                      int* acks = nullptr);
 
 // What the store holds for one agent instance.
 struct StoredInstance {

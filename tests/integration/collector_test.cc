@@ -26,26 +26,6 @@
 namespace sockwatch::testing {
 namespace {
 
-// One stream by hand: the messages given, then the status the collector ends it with.
-grpc::Status Exchange(const std::shared_ptr<grpc::ChannelCredentials>& creds,
-                      const std::string& address, const std::vector<v1::AgentMessage>& msgs,
-                      int* acks = nullptr) {
-  grpc::ChannelArguments args;
-  args.SetMaxSendMessageSize(64 << 20);
-  auto stub = v1::Ingest::NewStub(grpc::CreateCustomChannel(address, creds, args));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
-  auto stream = stub->Stream(&ctx);
-  for (const v1::AgentMessage& m : msgs)
-    if (!stream->Write(m)) break;
-  stream->WritesDone();
-  v1::CollectorMessage in;
-  int n = 0;
-  while (stream->Read(&in)) ++n;
-  if (acks) *acks = n;
-  return stream->Finish();
-}
-
 class CollectorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { pki_ = new TestPki({"host-a", "host-b"}); }
