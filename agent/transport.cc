@@ -48,33 +48,50 @@ absl::StatusOr<std::string> ReadPem(absl::string_view path, absl::string_view fl
   return pem;
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientTls(const TlsFiles& files) {
-  grpc::SslCredentialsOptions opts;
-  auto ca = ReadPem(files.ca, "tls_ca");
-  if (!ca.ok()) return ca.status();
+namespace {
+
+// The PEM contents of files; the CA only if need_ca.
+struct Pems {
+  std::string ca, cert, key;
+};
+
+absl::StatusOr<Pems> ReadPems(const TlsFiles& files, bool need_ca) {
+  Pems p;
+  if (need_ca) {
+    auto ca = ReadPem(files.ca, "tls_ca");
+    if (!ca.ok()) return ca.status();
+    p.ca = *std::move(ca);
+  }
   auto cert = ReadPem(files.cert, "tls_cert");
   if (!cert.ok()) return cert.status();
   auto key = ReadPem(files.key, "tls_key");
   if (!key.ok()) return key.status();
-  opts.pem_root_certs = *std::move(ca);
-  opts.pem_cert_chain = *std::move(cert);
-  opts.pem_private_key = *std::move(key);
+  p.cert = *std::move(cert);
+  p.key = *std::move(key);
+  return p;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientTls(const TlsFiles& files) {
+  absl::StatusOr<Pems> pems = ReadPems(files, /*need_ca=*/true);
+  if (!pems.ok()) return pems.status();
+  grpc::SslCredentialsOptions opts;
+  opts.pem_root_certs = std::move(pems->ca);
+  opts.pem_cert_chain = std::move(pems->cert);
+  opts.pem_private_key = std::move(pems->key);
   return grpc::SslCredentials(opts);
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTls(const TlsFiles& files,
                                                                    bool client_certs) {
+  absl::StatusOr<Pems> pems = ReadPems(files, client_certs);
+  if (!pems.ok()) return pems.status();
   grpc::SslServerCredentialsOptions opts(client_certs
                                              ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
                                              : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  auto ca = client_certs ? ReadPem(files.ca, "tls_ca") : absl::StatusOr<std::string>("");
-  if (!ca.ok()) return ca.status();
-  auto cert = ReadPem(files.cert, "tls_cert");
-  if (!cert.ok()) return cert.status();
-  auto key = ReadPem(files.key, "tls_key");
-  if (!key.ok()) return key.status();
-  opts.pem_root_certs = *std::move(ca);
-  opts.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+  opts.pem_root_certs = std::move(pems->ca);
+  opts.pem_key_cert_pairs.push_back({std::move(pems->key), std::move(pems->cert)});
   return grpc::SslServerCredentials(opts);
 }
 
