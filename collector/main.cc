@@ -12,7 +12,6 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "agent/transport.h"
 #include "collector/auth.h"
@@ -45,16 +44,11 @@ ABSL_FLAG(bool, log_streams, true, "Log each agent stream's start and end");
 
 namespace {
 
-absl::Notification* g_stop = nullptr;
+// Set by SIGINT/SIGTERM and polled by main: a mutex (absl::Notification)
+// is not async-signal-safe.
+volatile sig_atomic_t g_stop = 0;
 
-void OnSignal(int) {
-  // Notify is not async-signal-safe in general; a flag polled by main is.
-  static volatile sig_atomic_t once = 0;
-  if (!once) {
-    once = 1;
-    if (g_stop) g_stop->Notify();
-  }
-}
+void OnSignal(int) { g_stop = 1; }
 
 int Fail(absl::string_view msg) {
   fprintf(stderr, "sockwatch-collector: %.*s\n", static_cast<int>(msg.size()), msg.data());
@@ -151,8 +145,6 @@ int main(int argc, char** argv) {
   fprintf(stderr, "sockwatch-collector: listening on %s (%s), store %s\n", listen.c_str(),
           insecure ? "plaintext, loopback" : "mTLS", absl::GetFlag(FLAGS_store).c_str());
 
-  absl::Notification stop;
-  g_stop = &stop;
   struct sigaction sa = {};
   sa.sa_handler = OnSignal;
   sigaction(SIGINT, &sa, nullptr);
@@ -171,15 +163,18 @@ int main(int argc, char** argv) {
             (unsigned long long)w.stored, (unsigned long long)w.duplicates,
             (unsigned long long)w.commits, (unsigned long long)w.failed_commits);
   };
-  for (;;) {
-    if (stop.WaitForNotificationWithTimeout(every > absl::ZeroDuration() ? every : absl::Hours(1)))
-      break;
-    if (every > absl::ZeroDuration()) log_stats();
+  absl::Time next_stats = absl::Now() + every;
+  while (!g_stop) {
+    absl::SleepFor(absl::Milliseconds(100));
+    if (every > absl::ZeroDuration() && absl::Now() >= next_stats) {
+      log_stats();
+      next_stats = absl::Now() + every;
+    }
   }
   fprintf(stderr, "sockwatch-collector: stopping\n");
   // Streams get a moment to finish; what is queued is committed before exit.
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-  writer.reset();
+  writer->Close();
   log_stats();
   return 0;
 }

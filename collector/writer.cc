@@ -9,13 +9,15 @@ namespace sockwatch {
 StoreWriter::StoreWriter(Store* store, size_t max_group_envelopes)
     : store_(store), max_group_envelopes_(max_group_envelopes), thread_([this] { Loop(); }) {}
 
-StoreWriter::~StoreWriter() {
+void StoreWriter::Close() {
   {
     absl::MutexLock l(&mu_);
     stop_ = true;
   }
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
+
+StoreWriter::~StoreWriter() { Close(); }
 
 void StoreWriter::Submit(std::optional<v1::Hello> hello, std::unique_ptr<v1::Batch> batch,
                          Done done) {

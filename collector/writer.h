@@ -32,7 +32,8 @@ class StoreWriter {
   using Done = std::function<void(const absl::Status&)>;
 
   StoreWriter(Store* store, size_t max_group_envelopes = 50000);
-  // Writes what is queued, then stops.
+  // Writes what is queued, then stops (Close); stats stay readable.
+  void Close();
   ~StoreWriter();
 
   // Queues a host's facts (if set) and a batch (if set).

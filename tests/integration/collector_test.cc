@@ -1,5 +1,6 @@
 // The collector against clients that misbehave, and under the load of a
 // fleet: 200 simulated agents (the agent's real spool and exporter) at once.
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,6 +91,15 @@ TEST_F(CollectorTest, StoresAGoodStreamAndAcknowledgesIt) {
   s = Exchange(Creds("host-a"), collector_->address(), {Hello("host-a"), Batch("host-a", 1, 15, 15)});
   EXPECT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(Stored("host-a"), 15u);
+}
+
+TEST_F(CollectorTest, StopsCleanlyOnSigtermAndReportsWhatItStored) {
+  ASSERT_TRUE(Exchange(Creds("host-a"), collector_->address(),
+                       {Hello("host-a"), Batch("host-a", 1, 7, 7)})
+                  .ok());
+  EXPECT_EQ(collector_->Stop(SIGTERM), 0) << collector_->Stderr();
+  EXPECT_TRUE(absl::StrContains(collector_->Stderr(), "stored 7, duplicates 0")) << collector_->Stderr();
+  EXPECT_EQ(Stored("host-a"), 7u);
 }
 
 TEST_F(CollectorTest, RefusesAnAgentWritingAsAnotherHost) {
