@@ -72,6 +72,7 @@ void Agent::Emit(v1::Envelope& env) {
                       : env.has_exit()  ? env.mutable_exit()->mutable_process()
                                         : nullptr;
   if (proc && proc->cgroup_id()) proc->set_container_id(ContainerOf(proc->cgroup_id()));
+  if (pipeline_ && env.has_network()) pipeline_->StampSha256(*proc);
   env.set_host_id(opts_.host_id);
   env.set_agent_instance(instance_);
   env.set_hostname(hostname_);

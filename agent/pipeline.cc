@@ -119,6 +119,12 @@ v1::ImageIdentity Pipeline::Identify(const v1::Process& p) {
   return it->second;
 }
 
+void Pipeline::StampSha256(v1::Process& p) {
+  if (p.unknown() || p.exe().empty()) return;
+  const v1::ImageIdentity id = Identify(p);
+  if (!id.sha256().empty()) p.set_sha256(id.sha256());
+}
+
 bool Pipeline::Excepted(const v1::Alert& a) {
   if (exceptions_.size() == 0) return false;
   ExceptionFacts f;

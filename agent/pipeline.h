@@ -46,6 +46,9 @@ class Pipeline {
   // Every envelope the agent emits passes here once it has its seq; alerts it
   // raises are handed to emit (and come back here to be kept in history).
   void OnEnvelope(const v1::Envelope& env, const EmitFn& emit);
+  // Sets p.sha256 when the image's digest is known already (the detector
+  // identifies the same process anyway, so this costs a cache lookup).
+  void StampSha256(v1::Process& p);
   void OnLoss(absl::Time first, absl::Time last) { detector_->NoteLoss(first, last); }
   // Periodic work: history and baseline writes, dedup windows, retention,
   // learning status.

@@ -84,12 +84,15 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientTls(const TlsFil
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTls(const TlsFiles& files,
-                                                                   bool client_certs) {
-  absl::StatusOr<Pems> pems = ReadPems(files, client_certs);
+                                                                   ClientCerts client_certs) {
+  absl::StatusOr<Pems> pems = ReadPems(files, client_certs != ClientCerts::kNone);
   if (!pems.ok()) return pems.status();
-  grpc::SslServerCredentialsOptions opts(client_certs
-                                             ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-                                             : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  grpc::SslServerCredentialsOptions opts(
+      client_certs == ClientCerts::kRequire
+          ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+      : client_certs == ClientCerts::kVerifyIfPresent
+          ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+          : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   opts.pem_root_certs = std::move(pems->ca);
   opts.pem_key_cert_pairs.push_back({std::move(pems->key), std::move(pems->cert)});
   return grpc::SslServerCredentials(opts);

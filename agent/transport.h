@@ -38,11 +38,17 @@ absl::StatusOr<std::string> ReadPem(absl::string_view path, absl::string_view fl
 // Client side: mTLS with our certificate, verifying the collector against ca.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientTls(const TlsFiles& files);
 
-// Server side: requires and verifies client certificates signed by ca (the
-// agents' port); without client_certs, TLS only (the query port, where
-// callers present tokens) and ca may be empty.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTls(const TlsFiles& files,
-                                                                   bool client_certs = true);
+// What a server asks of its clients' certificates.
+enum class ClientCerts {
+  kRequire,          // required and verified against ca (the agents' port)
+  kVerifyIfPresent,  // optional; verified against ca when presented (the
+                     // query port when people may use certificates)
+  kNone,             // not asked for; ca may be empty (query port, tokens only)
+};
+
+// Server side TLS with the given client certificate policy.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerTls(
+    const TlsFiles& files, ClientCerts client_certs = ClientCerts::kRequire);
 
 // The host id a verified client certificate allows: its subject Common Name.
 // Empty if the connection carries no verified certificate.

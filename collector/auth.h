@@ -4,7 +4,11 @@
 //   reader    3f9c...                    soc-dashboard
 //   responder 8a01...                    alice
 //   admin     c77e...                    ops
+//   responder cert:bob@soc
 //
+// A `cert:CN` entry gives the role to a caller whose TLS client certificate
+// (verified against the collector's --tls_ca) has subject Common Name CN;
+// a bearer token, when sent, is checked first.
 // reader: queries; responder: queries + triage; admin: everything.
 #ifndef SOCKWATCH_COLLECTOR_AUTH_H_
 #define SOCKWATCH_COLLECTOR_AUTH_H_
@@ -39,10 +43,18 @@ class TokenAuth {
   // role is at least `need`: Unauthenticated (no or unknown token) or
   // PermissionDenied (role too low) otherwise.
   absl::StatusOr<Principal> Check(const grpc::CallbackServerContext& ctx, Role need) const;
+  // The same for a caller already identified: a token (may be empty) and a
+  // verified certificate CN (may be empty).
+  absl::StatusOr<Principal> Check(absl::string_view authorization, absl::string_view cert_cn,
+                                  Role need) const;
+
+  // Whether some entry names a certificate (the server must ask for them).
+  bool has_certificates() const;
 
  private:
   struct Entry {
-    std::string token;
+    std::string token;  // or, with cert, the certificate's CN
+    bool cert = false;
     Principal who;
   };
   std::vector<Entry> entries_;

@@ -6,6 +6,7 @@
 #define SOCKWATCH_COLLECTOR_CLI_FORMAT_H_
 
 #include <ostream>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -22,8 +23,8 @@ enum class OutputFormat { kTable, kJson, kCsv };
 // PROTO DIR OUTCOME/DETAIL. JSON: each whole envelope.
 void WriteEvents(absl::Span<const v1::Envelope> events, OutputFormat format, std::ostream& out);
 
-// Alerts (envelopes of kind alert), one row each: TIME HOST RULE SEVERITY
-// SUMMARY PID EXE ARGV REMOTE. JSON: each whole envelope.
+// Alerts (envelopes of kind alert), one row each: TIME ID HOST RULE SEVERITY
+// STATUS SUMMARY FLEET PID EXE ARGV REMOTE. JSON: each whole envelope.
 void WriteAlerts(absl::Span<const v1::Envelope> alerts, OutputFormat format, std::ostream& out);
 
 // A host's process-network timeline: events grouped by process (pid and
@@ -38,6 +39,18 @@ void WriteHistory(absl::Span<const v1::Envelope> events, OutputFormat format, st
 // BLIND_SPOTS (coverage.blind_spots joined, "-" if none). JSON: each HostInfo.
 void WriteHosts(absl::Span<const v1::HostInfo> hosts, OutputFormat format, absl::Time now,
                 std::ostream& out);
+
+// "image 3/1204 hosts (sha256), behaviour 1/1204": the alert's fleet
+// prevalence as the collector stored it; "" if it has none.
+std::string FleetSummary(const v1::Alert& a);
+
+// Prevalence: the fleet size, images and pairs rarest first, and the hosts
+// that talked to the asked address. CSV: one table with a ROW column
+// (image, pair, host). JSON: the response as one line.
+void WritePrevalence(const v1::PrevalenceResponse& resp, OutputFormat format, std::ostream& out);
+
+// An alert's triage steps after a change: ALERT STATUS BY TIME NOTE.
+void WriteTriaged(const v1::Envelope& alert, OutputFormat format, std::ostream& out);
 
 }  // namespace sockwatch
 

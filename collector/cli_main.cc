@@ -29,7 +29,14 @@ constexpr char kUsage[] =
     "Commands:\n"
     "  hosts                       every agent: version, kernel, last seen, events lost, blind spots\n"
     "  events [filters]            stored events, by host and sequence (paged)\n"
-    "  alerts [filters]            alerts, newest first\n"
+    "  alerts [filters] [--status=open|acked|closed]\n"
+    "                              alerts, newest first, with triage status and fleet prevalence\n"
+    "  alert ack|close|reopen ID --note=TEXT\n"
+    "                              triage an alert (needs the responder role); who and when are kept\n"
+    "  prevalence [--exe=PATH | --sha256=HEX [--remote=IP|CIDR]] [--limit=N]\n"
+    "                              on how many hosts each image used the network, and the rarest\n"
+    "                              (image, direction, protocol, port) pairs; with --remote, the\n"
+    "                              hosts where the image talked to that address\n"
     "  history --host=H [--since --until --page-token]\n"
     "                              one host's process-network timeline, grouped by process\n"
     "\n"
@@ -44,6 +51,9 @@ constexpr char kUsage[] =
     "  --collector=HOST:PORT   the collector's query address (or SOCKWATCH_COLLECTOR)\n"
     "  --token-file=PATH       file holding the bearer token (or SOCKWATCH_TOKEN=TOKEN)\n"
     "  --tls_ca=PEM            CA of the collector's certificate (or SOCKWATCH_TLS_CA)\n"
+    "  --tls_cert=PEM --tls_key=PEM\n"
+    "                          a client certificate instead of a token (or SOCKWATCH_TLS_CERT,\n"
+    "                          SOCKWATCH_TLS_KEY); its CN needs a 'cert:CN' role on the collector\n"
     "  --tls_server_name=NAME  name to check in the collector's certificate\n"
     "  --insecure              plaintext, only to a collector on loopback\n"
     "  --json | --csv          JSON lines (proto field names) or CSV instead of a table\n"
@@ -56,7 +66,8 @@ constexpr uint32_t kHistoryPage = 10000;
 
 struct Args {
   std::string command;
-  std::string collector, token, tls_ca, tls_server_name;
+  std::vector<std::string> operands;  // after the command: alert ACTION ID
+  std::string collector, token, tls_ca, tls_cert, tls_key, tls_server_name;
   bool insecure = false;
   OutputFormat format = OutputFormat::kTable;
   std::map<std::string, std::string> flags;  // command flags, name -> value
@@ -78,6 +89,10 @@ bool Takes(const std::string& command, const std::string& flag) {
       "host", "kind", "exe", "sha256", "argv", "remote", "port", "protocol",
       "direction", "container", "rule", "since", "until", "limit", "page-token"};
   if (command == "hosts") return false;
+  if (command == "alert") return flag == "note";
+  if (command == "prevalence")
+    return flag == "exe" || flag == "sha256" || flag == "remote" || flag == "limit";
+  if (command == "alerts" && flag == "status") return true;
   if (command == "history")
     return flag == "host" || flag == "since" || flag == "until" || flag == "page-token";
   return std::find(kFilters.begin(), kFilters.end(), flag) != kFilters.end();
@@ -100,6 +115,7 @@ absl::StatusOr<v1::EventsRequest> BuildRequest(const Args& a, absl::Time now) {
     else if (name == "remote") f->set_remote(v);
     else if (name == "container") f->set_container(v);
     else if (name == "rule") f->set_rule(v);
+    else if (name == "status") f->set_alert_status(v);
     else if (name == "page-token") req.set_page_token(v);
     else if (name == "port" || name == "limit") {
       uint32_t n = 0;
@@ -136,6 +152,8 @@ int Main(int argc, char** argv) {
   a.collector = Env("SOCKWATCH_COLLECTOR");
   a.token = Env("SOCKWATCH_TOKEN");
   a.tls_ca = Env("SOCKWATCH_TLS_CA");
+  a.tls_cert = Env("SOCKWATCH_TLS_CERT");
+  a.tls_key = Env("SOCKWATCH_TLS_KEY");
   std::string token_file;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -144,8 +162,9 @@ int Main(int argc, char** argv) {
       return 0;
     }
     if (!absl::StartsWith(arg, "--")) {
-      if (!a.command.empty()) return Usage(absl::StrCat("unexpected argument '", arg, "'"));
-      a.command = arg;
+      if (a.command.empty()) a.command = arg;
+      else if (a.command == "alert" && a.operands.size() < 2) a.operands.push_back(arg);
+      else return Usage(absl::StrCat("unexpected argument '", arg, "'"));
       continue;
     }
     std::string name = arg.substr(2), value;
@@ -168,13 +187,26 @@ int Main(int argc, char** argv) {
     if (name == "collector") a.collector = value;
     else if (name == "token-file") token_file = value;
     else if (name == "tls_ca") a.tls_ca = value;
+    else if (name == "tls_cert") a.tls_cert = value;
+    else if (name == "tls_key") a.tls_key = value;
     else if (name == "tls_server_name") a.tls_server_name = value;
     else if (!a.command.empty() && Takes(a.command, name)) a.flags[name] = value;
     else return Usage(absl::StrCat("unknown flag --", name, a.command.empty() ? "" : " for " + a.command));
   }
   if (a.command.empty()) return Usage("no command");
-  if (a.command != "hosts" && a.command != "events" && a.command != "alerts" && a.command != "history")
+  static const std::vector<std::string> kCommands = {"hosts",   "events", "alerts",
+                                                     "history", "alert",  "prevalence"};
+  if (std::find(kCommands.begin(), kCommands.end(), a.command) == kCommands.end())
     return Usage(absl::StrCat("unknown command '", a.command, "'"));
+  if (a.command == "alert") {
+    if (a.operands.size() != 2) return Usage("alert needs an action and an id: alert ack|close|reopen ID");
+    const std::string& action = a.operands[0];
+    if (action != "ack" && action != "close" && action != "reopen")
+      return Usage(absl::StrCat("alert ", action, ": expected ack, close or reopen"));
+  }
+  if (a.command == "prevalence" && a.flags.count("remote") && !a.flags.count("exe") &&
+      !a.flags.count("sha256"))
+    return Usage("prevalence --remote needs --exe or --sha256");
   if (a.command == "history" && !a.flags.count("host")) return Usage("history needs --host");
   if (a.collector.empty()) return Usage("no collector: --collector=HOST:PORT or SOCKWATCH_COLLECTOR");
   if (!token_file.empty()) {
@@ -187,7 +219,12 @@ int Main(int argc, char** argv) {
     while (!a.token.empty() && (a.token.back() == '\n' || a.token.back() == '\r' || a.token.back() == ' '))
       a.token.pop_back();
   }
-  if (a.token.empty()) return Usage("no token: --token-file=PATH or SOCKWATCH_TOKEN");
+  if (a.tls_cert.empty() != a.tls_key.empty())
+    return Usage("--tls_cert and --tls_key go together");
+  if (a.token.empty() && a.tls_cert.empty())
+    return Usage("no credentials: --token-file=PATH, SOCKWATCH_TOKEN, or --tls_cert and --tls_key");
+  if (a.insecure && !a.tls_cert.empty())
+    return Usage("--insecure sends no certificate: use a token, or drop --insecure");
 
   absl::StatusOr<std::string> host = HostOfAddress(a.collector);
   if (!host.ok()) return Usage(std::string(host.status().message()));
@@ -203,6 +240,14 @@ int Main(int argc, char** argv) {
       if (!ca.ok()) return Usage(std::string(ca.status().message()));
       o.pem_root_certs = *ca;
     }
+    if (!a.tls_cert.empty()) {
+      absl::StatusOr<std::string> cert = ReadPem(a.tls_cert, "tls_cert");
+      if (!cert.ok()) return Usage(std::string(cert.status().message()));
+      absl::StatusOr<std::string> key = ReadPem(a.tls_key, "tls_key");
+      if (!key.ok()) return Usage(std::string(key.status().message()));
+      o.pem_cert_chain = *cert;
+      o.pem_private_key = *key;
+    }
     creds = grpc::SslCredentials(o);
   }
   grpc::ChannelArguments args;
@@ -210,7 +255,7 @@ int Main(int argc, char** argv) {
   if (!a.tls_server_name.empty()) args.SetSslTargetNameOverride(a.tls_server_name);
   auto stub = v1::Query::NewStub(grpc::CreateCustomChannel(a.collector, creds, args));
   grpc::ClientContext ctx;
-  ctx.AddMetadata("authorization", "Bearer " + a.token);
+  if (!a.token.empty()) ctx.AddMetadata("authorization", "Bearer " + a.token);
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
   const absl::Time now = absl::Now();
 
@@ -220,6 +265,36 @@ int Main(int argc, char** argv) {
     if (!s.ok()) return Fail(s);
     const std::vector<v1::HostInfo> hosts(resp.hosts().begin(), resp.hosts().end());
     WriteHosts(hosts, a.format, now, std::cout);
+    return 0;
+  }
+  if (a.command == "alert") {
+    v1::TriageRequest treq;
+    treq.set_alert_id(a.operands[1]);
+    const std::string& action = a.operands[0];
+    treq.set_status(action == "ack" ? "acked" : action == "close" ? "closed" : "open");
+    if (auto it = a.flags.find("note"); it != a.flags.end()) treq.set_note(it->second);
+    v1::TriageResponse resp;
+    grpc::Status s = stub->Triage(&ctx, treq, &resp);
+    if (!s.ok()) return Fail(s);
+    WriteTriaged(resp.alert(), a.format, std::cout);
+    return 0;
+  }
+  if (a.command == "prevalence") {
+    v1::PrevalenceRequest preq;
+    for (const auto& [name, v] : a.flags) {
+      if (name == "exe") preq.set_exe(v);
+      else if (name == "sha256") preq.set_sha256(v);
+      else if (name == "remote") preq.set_remote(v);
+      else if (name == "limit") {
+        uint32_t n = 0;
+        if (!absl::SimpleAtoi(v, &n) || n == 0) return Usage(absl::StrCat("--limit=", v, ": want a number"));
+        preq.set_limit(n);
+      }
+    }
+    v1::PrevalenceResponse resp;
+    grpc::Status s = stub->Prevalence(&ctx, preq, &resp);
+    if (!s.ok()) return Fail(s);
+    WritePrevalence(resp, a.format, std::cout);
     return 0;
   }
   absl::StatusOr<v1::EventsRequest> req = BuildRequest(a, now);

@@ -24,7 +24,8 @@
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7443", "Address to serve agents on (HOST:PORT)");
 ABSL_FLAG(std::string, store, "sqlite:/var/lib/sockwatch/collector.db",
-          "Where events go: sqlite:PATH");
+          "Where events go: sqlite:PATH (one machine) or clickhouse://HOST:8123/DB (ClickHouse "
+          "HTTP interface; the database is created if missing)");
 ABSL_FLAG(std::string, tls_ca, "", "CA that signs agent certificates (PEM)");
 ABSL_FLAG(std::string, tls_cert, "", "The collector's certificate (PEM)");
 ABSL_FLAG(std::string, tls_key, "", "The collector's private key (PEM)");
@@ -32,9 +33,11 @@ ABSL_FLAG(bool, insecure, false,
           "Plaintext without client certificates; only with a loopback --listen address");
 ABSL_FLAG(std::string, query_listen, "",
           "Address of the query service for the sockwatch CLI (HOST:PORT; empty: off). TLS with "
-          "--tls_cert/--tls_key (no client certificate); plaintext with --insecure on loopback");
+          "--tls_cert/--tls_key; client certificates (verified with --tls_ca) are asked for when "
+          "--tokens gives one a role; plaintext with --insecure on loopback");
 ABSL_FLAG(std::string, tokens, "",
-          "Query credentials: lines 'ROLE TOKEN [NAME]', ROLE reader|responder|admin "
+          "Query credentials: lines 'ROLE TOKEN [NAME]' or 'ROLE cert:COMMON_NAME' (a client "
+          "certificate signed by --tls_ca with that subject CN), ROLE reader|responder|admin "
           "(required with --query_listen)");
 ABSL_FLAG(int, max_in_flight, 4, "Batches per stream queued for the store before reads pause");
 ABSL_FLAG(uint64_t, group_envelopes, 50000, "Most envelopes written in one transaction");
@@ -66,11 +69,13 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "receives sockwatch agents' event streams over gRPC (mTLS)\n"
       "and stores every event once.\n\n"
-      "Usage: sockwatch-collector --listen=ADDR:PORT --store=sqlite:PATH \\\n"
+      "Usage: sockwatch-collector --listen=ADDR:PORT --store=sqlite:PATH|clickhouse://H:8123/DB \\\n"
       "         --tls_ca=ca.pem --tls_cert=collector.pem --tls_key=collector.key\n"
       "       sockwatch-collector --listen=127.0.0.1:PORT --insecure ...   (loopback only)\n"
       "An agent may write only as the host named (CN) in its client certificate.\n"
-      "With --query_listen and --tokens it also answers the sockwatch CLI.");
+      "Incoming alerts are stamped with their fleet prevalence. With --query_listen and\n"
+      "--tokens it also answers the sockwatch CLI (events, alerts and their triage, host\n"
+      "history, fleet prevalence).");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "' (see --help)"));
 
@@ -120,8 +125,13 @@ int main(int argc, char** argv) {
         return Fail(absl::StrCat("--insecure: plaintext queries only on loopback, not '", *qhost, "'"));
       query_creds = grpc::InsecureServerCredentials();
     } else {
-      auto tls = sockwatch::ServerTls({"", absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key)},
-                                      /*client_certs=*/false);
+      // Certificates are asked for (and verified against --tls_ca) only when
+      // the tokens file gives a certificate a role.
+      const bool certs = tokens->has_certificates();
+      auto tls = sockwatch::ServerTls(
+          {certs ? absl::GetFlag(FLAGS_tls_ca) : "", absl::GetFlag(FLAGS_tls_cert),
+           absl::GetFlag(FLAGS_tls_key)},
+          certs ? sockwatch::ClientCerts::kVerifyIfPresent : sockwatch::ClientCerts::kNone);
       if (!tls.ok()) return Fail(tls.status().message());
       query_creds = *std::move(tls);
     }

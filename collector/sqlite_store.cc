@@ -81,6 +81,35 @@ CREATE TABLE rare_events(
   time_ns INTEGER NOT NULL,
   PRIMARY KEY(kind, stream, seq)) WITHOUT ROWID;
 )sql",
+    // 1 -> 2: triage and prevalence. Events stored before version 2 are not
+    // in facts (no store in the field predates it).
+    R"sql(
+-- Append-only: every triage step of an alert, in the order taken.
+CREATE TABLE triage(
+  id INTEGER PRIMARY KEY,
+  alert_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  by TEXT NOT NULL,
+  note TEXT NOT NULL,
+  time_ns INTEGER NOT NULL);
+CREATE INDEX triage_alert ON triage(alert_id, time_ns, id);
+-- What prevalence counts (store.h FactOf): one row per distinct fact of a
+-- host, with the times of its first and last event. Write folds a batch's
+-- facts in memory first, so a busy host costs a few upserts per commit.
+CREATE TABLE facts(
+  exe TEXT NOT NULL,
+  direction INTEGER NOT NULL,
+  protocol INTEGER NOT NULL,
+  port INTEGER NOT NULL,
+  host_id TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  remote_ip TEXT NOT NULL,
+  first_ns INTEGER NOT NULL,
+  last_ns INTEGER NOT NULL,
+  PRIMARY KEY(exe, direction, protocol, port, host_id, sha256, remote_ip)) WITHOUT ROWID;
+CREATE INDEX facts_sha256 ON facts(sha256, host_id);
+CREATE INDEX facts_host ON facts(host_id);
+)sql",
 };
 static_assert(std::size(kMigrations) == kSqliteStoreSchemaVersion);
 
@@ -348,6 +377,12 @@ absl::Status SqliteStore::PrepareWriter() {
        "ON CONFLICT(host_id) DO UPDATE SET hostname = excluded.hostname, "
        "kernel_release = excluded.kernel_release, agent_version = excluded.agent_version, "
        "last_seen_ns = excluded.last_seen_ns, hello = excluded.hello"},
+      {&upsert_fact_,
+       "INSERT INTO facts(exe, direction, protocol, port, host_id, sha256, remote_ip, first_ns, "
+       "last_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO UPDATE SET "
+       "first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns)"},
+      {&insert_triage_,
+       "INSERT INTO triage(alert_id, status, by, note, time_ns) VALUES (?1, ?2, ?3, ?4, ?5)"},
   };
   for (const auto& [stmt, sql] : statements) {
     absl::StatusOr<SqliteStmt> s = SqlitePrepare(Source(options_.path), writer_.get(), sql, true);
@@ -515,6 +550,8 @@ absl::Status SqliteStore::WriteLocked(absl::Span<const v1::Envelope* const> enve
     if (!stored.ok()) return stored.status();
     ++(*stored ? counts.stored : counts.duplicates);
   }
+  // Replays add their facts again: the upsert leaves them as they were.
+  if (absl::Status s = WriteFactsLocked(envelopes); !s.ok()) return s;
   if (absl::Status s = tx.Commit(); !s.ok()) return s;
   result = counts;
   return absl::OkStatus();

@@ -11,6 +11,9 @@
 //            serialized Envelope, which is what queries return.
 //   rare_events  (kind, stream, seq, time) of the alert, loss, coverage and
 //            learning events, so asking for those does not scan the rest.
+//   triage   (version 2) every triage step of an alert, append-only.
+//   facts    (version 2) the distinct network facts of each host (FactOf in
+//            store.h) with first and last times: what prevalence counts.
 //
 // Threads: every method may be called from any thread. Two connections,
 // each behind its own mutex: the writer serves Write and UpsertHost (the
@@ -18,7 +21,8 @@
 // Hosts. WAL lets the reader see the last commit while the writer appends,
 // so a slow query never delays the commit an agent is waiting for.
 //
-// Opening and writes are in sqlite_store.cc, reads in sqlite_store_query.cc.
+// Opening and writes are in sqlite_store.cc, reads in sqlite_store_query.cc,
+// triage and prevalence in sqlite_store_fleet.cc.
 #ifndef SOCKWATCH_COLLECTOR_SQLITE_STORE_H_
 #define SOCKWATCH_COLLECTOR_SQLITE_STORE_H_
 
@@ -40,7 +44,7 @@
 namespace sockwatch {
 
 // Schema version this binary writes; a file with a newer one is refused.
-inline constexpr int64_t kSqliteStoreSchemaVersion = 1;
+inline constexpr int64_t kSqliteStoreSchemaVersion = 2;
 
 struct SqliteStoreOptions {
   // File path; created if missing, its directory must exist.
@@ -65,6 +69,16 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<v1::Envelope>> Events(const EventQuery& q) override;
   absl::StatusOr<uint64_t> CountEvents(const EventQuery& q) override;
   absl::StatusOr<std::vector<HostRecord>> Hosts() override;
+  absl::Status AddTriage(const TriageRecord& record) override;
+  absl::StatusOr<std::vector<TriageRecord>> Triage(
+      absl::Span<const std::string> alert_ids) override;
+  absl::StatusOr<uint64_t> CountFactHosts(const PrevalenceQuery& q) override;
+  absl::StatusOr<std::vector<std::string>> FactHosts(const PrevalenceQuery& q,
+                                                     size_t limit) override;
+  absl::StatusOr<std::vector<ImageCount>> RarestImages(const PrevalenceQuery& q,
+                                                       size_t limit) override;
+  absl::StatusOr<std::vector<PairCount>> RarestPairs(const PrevalenceQuery& q,
+                                                     size_t limit) override;
 
  private:
   SqliteStore(SqliteStoreOptions options, SqliteDb writer, SqliteDb reader);
@@ -93,6 +107,13 @@ class SqliteStore final : public Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status WriteLocked(absl::Span<const v1::Envelope* const> envelopes, WriteResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Folds the envelopes' facts and upserts each distinct one (in the caller's
+  // transaction).
+  absl::Status WriteFactsLocked(absl::Span<const v1::Envelope* const> envelopes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Distinct hosts with facts matching q, sorted.
+  absl::StatusOr<std::vector<std::string>> FactHostsLocked(const PrevalenceQuery& q)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
 
   const SqliteStoreOptions options_;
 
@@ -106,6 +127,8 @@ class SqliteStore final : public Store {
   SqliteStmt insert_stream_ ABSL_GUARDED_BY(write_mu_);
   SqliteStmt select_stream_ ABSL_GUARDED_BY(write_mu_);
   SqliteStmt upsert_host_ ABSL_GUARDED_BY(write_mu_);
+  SqliteStmt upsert_fact_ ABSL_GUARDED_BY(write_mu_);
+  SqliteStmt insert_triage_ ABSL_GUARDED_BY(write_mu_);
   // Key: host_id's length (4 bytes), host_id, agent_instance -- unambiguous
   // whatever bytes the ids hold.
   std::unordered_map<std::string, int64_t> streams_ ABSL_GUARDED_BY(write_mu_);

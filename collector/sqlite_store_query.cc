@@ -17,19 +17,13 @@ namespace sockwatch {
 
 namespace {
 
+using sqlite_store_internal::ColumnText;
 using sqlite_store_internal::IsRareKind;
 using sqlite_store_internal::Source;
 
 // What EnvelopeKind names; a query for any other kind is refused.
 constexpr const char* kKinds[] = {"exec", "fork",     "exit",  "network",
                                   "loss", "coverage", "alert", "learning"};
-
-absl::string_view ColumnText(sqlite3_stmt* st, int i) {
-  const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
-  // After column_text, so the length is of the text form.
-  return text ? absl::string_view(text, static_cast<size_t>(sqlite3_column_bytes(st, i)))
-              : absl::string_view();
-}
 
 // FROM and WHERE for q, with named parameters; a filter left at its default
 // adds no SQL. Streams drive the join (CROSS JOIN fixes the order), so rows
@@ -114,7 +108,14 @@ absl::StatusOr<std::vector<v1::Envelope>> SqliteStore::Events(const EventQuery& 
   if (!from.ok()) return from.status();
   // Filters on decoded rows page in C++; otherwise SQL pages (and with
   // newest_first sorts only the top rows).
-  const bool decoded = !q.remote.empty() || !q.argv_contains.empty();
+  const bool decoded = HasDecodedFilters(q);
+  if (absl::Status s = CheckAlertStatus(q.alert_status); !s.ok()) return s;
+  TriageStatuses statuses;
+  if (!q.alert_status.empty()) {
+    absl::StatusOr<std::vector<TriageRecord>> triage = Triage({});
+    if (!triage.ok()) return triage.status();
+    statuses = LatestStatuses(*triage);
+  }
   const std::string order = q.newest_first ? absl::StrCat("e.time_ns DESC, ", seq, " DESC")
                                            : absl::StrCat("s.host_id, s.agent_instance, ", seq);
   const std::string sql =
@@ -144,13 +145,14 @@ absl::StatusOr<std::vector<v1::Envelope>> SqliteStore::Events(const EventQuery& 
     env.set_host_id(std::string(host));
     env.set_agent_instance(std::string(instance));
     env.set_seq(seq);
-    if (decoded && (!MatchesDecodedFilters(q, env) || (skip > 0 && skip-- > 0))) out.pop_back();
+    if (decoded && (!MatchesDecodedFilters(q, env, &statuses) || (skip > 0 && skip-- > 0)))
+      out.pop_back();
   }
   return out;
 }
 
 absl::StatusOr<uint64_t> SqliteStore::CountEvents(const EventQuery& q) {
-  if (!q.remote.empty() || !q.argv_contains.empty()) {
+  if (HasDecodedFilters(q)) {
     EventQuery all = q;
     all.limit = 0;
     all.offset = 0;

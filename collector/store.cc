@@ -1,5 +1,6 @@
 #include "collector/store.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -13,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_cat.h"
+#include "collector/clickhouse_store.h"
 #include "collector/sqlite_store.h"
 
 namespace sockwatch {
@@ -21,7 +23,7 @@ namespace {
 
 // Listed in every scheme error, so a typo tells the operator what works.
 constexpr absl::string_view kAcceptedSchemes =
-    "accepted: \"sqlite:PATH\" (ClickHouse is not supported yet)";
+    "accepted: \"sqlite:PATH\", \"clickhouse://HOST:PORT/DB\"";
 
 // An address or network: family, bytes, prefix length.
 struct Net {
@@ -31,6 +33,7 @@ struct Net {
 };
 
 bool ParseNet(absl::string_view text, Net* net) {
+  if (text.size() > 64) return false;
   const size_t slash = text.find('/');
   const std::string ip(text.substr(0, slash));
   if (inet_pton(AF_INET, ip.c_str(), net->addr) == 1) {
@@ -86,19 +89,112 @@ absl::Status CheckRemoteFilter(absl::string_view remote) {
       "remote \"", remote, "\": expected an IP address or a CIDR (10.0.0.0/8, fd00::/8)"));
 }
 
-bool MatchesDecodedFilters(const EventQuery& q, const v1::Envelope& env) {
+bool InRemoteFilter(absl::string_view remote, absl::string_view ip) {
+  if (remote.empty()) return true;
+  Net net;
+  return ParseNet(remote, &net) && InNet(net, ip);
+}
+
+absl::Status CheckAlertStatus(absl::string_view status) {
+  if (status.empty() || status == "open" || status == "acked" || status == "closed")
+    return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("alert status \"", status, "\": expected open, acked or closed"));
+}
+
+bool HasDecodedFilters(const EventQuery& q) {
+  return !q.remote.empty() || !q.argv_contains.empty() || !q.alert_id.empty() ||
+         !q.alert_status.empty();
+}
+
+TriageStatuses LatestStatuses(absl::Span<const TriageRecord> records) {
+  TriageStatuses out;
+  for (const TriageRecord& r : records) out[r.alert_id] = r.status;  // in order: the last wins
+  return out;
+}
+
+bool MatchesDecodedFilters(const EventQuery& q, const v1::Envelope& env,
+                           const TriageStatuses* statuses) {
   if (!q.remote.empty()) {
     const v1::NetworkEvent* n = env.has_network() ? &env.network()
                                 : env.has_alert() && env.alert().has_network() ? &env.alert().network()
                                                                                : nullptr;
-    Net net;
-    if (!n || !ParseNet(q.remote, &net) || !InNet(net, n->remote_ip())) return false;
+    if (!n || !InRemoteFilter(q.remote, n->remote_ip())) return false;
   }
   if (!q.argv_contains.empty()) {
     const v1::Process* p = EventProcess(env);
     if (!p || !absl::StrContains(absl::StrJoin(p->argv(), " "), q.argv_contains)) return false;
   }
+  if (!q.alert_id.empty() && (!env.has_alert() || env.alert().id() != q.alert_id)) return false;
+  if (!q.alert_status.empty()) {
+    if (!env.has_alert()) return false;
+    std::string status = "open";
+    if (statuses) {
+      auto it = statuses->find(env.alert().id());
+      if (it != statuses->end()) status = it->second;
+    }
+    if (status != q.alert_status) return false;
+  }
   return true;
+}
+
+std::optional<NetworkFact> FactOf(const v1::Envelope& env) {
+  const v1::NetworkEvent* n = nullptr;
+  NetworkFact f;
+  if (env.has_network()) {
+    n = &env.network();
+    if (n->kind() == v1::NETWORK_KIND_FLOW_END) return std::nullopt;  // its connect or accept counts
+    f.sha256 = n->process().sha256();
+    f.exe = n->process().exe();
+  } else if (env.has_alert() && env.alert().has_network()) {
+    // The agent moves the evidence's process to the alert's own.
+    const v1::Alert& a = env.alert();
+    n = &a.network();
+    const v1::Process& p = a.has_process() ? a.process() : n->process();
+    f.exe = p.exe();
+    f.sha256 = a.image().sha256();
+    if (f.sha256.empty()) f.sha256 = p.sha256();
+  } else {
+    return std::nullopt;
+  }
+  if (f.exe.empty()) return std::nullopt;  // unknown process: no image to count
+  f.direction = n->direction();
+  f.protocol = n->protocol();
+  const bool inbound =
+      n->kind() == v1::NETWORK_KIND_LISTEN || n->direction() == v1::DIRECTION_INBOUND;
+  f.port = inbound ? n->local_port() : n->remote_port();
+  if (n->kind() != v1::NETWORK_KIND_LISTEN) f.remote_ip = n->remote_ip();
+  return f;
+}
+
+absl::Status AddFleetPrevalence(Store& store, uint64_t fleet_hosts, v1::Envelope& env) {
+  if (!env.has_alert()) return absl::OkStatus();
+  const std::optional<NetworkFact> fact = FactOf(env);
+  if (!fact) return absl::OkStatus();
+  v1::FleetPrevalence* fleet = env.mutable_alert()->mutable_fleet();
+  PrevalenceQuery image;
+  image.exclude_host = env.host_id();
+  if (!fact->sha256.empty()) {
+    image.sha256 = fact->sha256;
+    fleet->set_by_sha256(true);
+  } else {
+    image.exe = fact->exe;
+  }
+  absl::StatusOr<uint64_t> image_hosts = store.CountFactHosts(image);
+  if (!image_hosts.ok()) return image_hosts.status();
+  PrevalenceQuery behavior;
+  behavior.exclude_host = env.host_id();
+  behavior.exe = fact->exe;
+  behavior.direction = fact->direction;
+  behavior.protocol = fact->protocol;
+  behavior.port = fact->port;
+  absl::StatusOr<uint64_t> behavior_hosts = store.CountFactHosts(behavior);
+  if (!behavior_hosts.ok()) return behavior_hosts.status();
+  // The alert is itself evidence that its host used the network so.
+  fleet->set_image_hosts(*image_hosts + 1);
+  fleet->set_behavior_hosts(*behavior_hosts + 1);
+  fleet->set_fleet_hosts(std::max<uint64_t>(fleet_hosts, *image_hosts + 1));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(absl::string_view url) {
@@ -116,6 +212,13 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStore(absl::string_view url) {
     SqliteStoreOptions options;
     options.path = std::string(rest);
     absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(options);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<Store>(std::move(*store));
+  }
+  if (scheme == "clickhouse") {
+    ClickHouseStoreOptions options;
+    options.url = std::string(url);
+    absl::StatusOr<std::unique_ptr<ClickHouseStore>> store = ClickHouseStore::Open(options);
     if (!store.ok()) return store.status();
     return std::unique_ptr<Store>(std::move(*store));
   }

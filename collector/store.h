@@ -1,5 +1,5 @@
 // Where the collector keeps what agents send. One interface, several
-// backends: SQLite (default, one machine) now; ClickHouse for fleets later.
+// backends: SQLite (default, one machine) and ClickHouse (fleets).
 //
 // Exactly once: an envelope is identified by (host_id, agent_instance, seq);
 // writing one that is already stored is a no-op counted as a duplicate.
@@ -8,9 +8,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -56,6 +58,67 @@ struct EventQuery {
   size_t offset = 0;
   // Newest first (by event time) instead of host, instance, seq.
   bool newest_first = false;
+  // Alerts only (decoded filters): one alert by Alert.id, and the triage
+  // status ("open": never triaged or reopened; "acked"; "closed").
+  std::string alert_id;
+  std::string alert_status;
+};
+
+// One triage step of an alert, as stored.
+struct TriageRecord {
+  std::string alert_id;
+  std::string status;  // "acked", "closed" or "open"
+  std::string by;      // who (credential name)
+  std::string note;
+  absl::Time time = absl::InfinitePast();
+};
+
+// What prevalence counts: the network facts of events. A fact is what one
+// network event (not a flow end: its connect counts) or one alert's network
+// evidence says: on host H, image exe (with sha256 when known) used the
+// network in a direction over a protocol on a port (the remote port
+// outbound, the local port inbound and for listeners) with a remote address.
+struct NetworkFact {
+  std::string exe;
+  std::string sha256;
+  int direction = 0;  // v1::Direction
+  int protocol = 0;   // v1::Protocol
+  uint32_t port = 0;
+  std::string remote_ip;  // "" for listeners
+};
+// The fact env contributes, if any.
+std::optional<NetworkFact> FactOf(const v1::Envelope& env);
+
+// Filters of prevalence questions; empty or 0: any.
+struct PrevalenceQuery {
+  std::string exe;
+  std::string sha256;
+  int direction = 0;
+  int protocol = 0;
+  uint32_t port = 0;
+  std::string remote;        // an IP or a CIDR
+  std::string exclude_host;  // leave this host out of counts and lists
+};
+
+// An image (path) and on how many distinct hosts it used the network.
+struct ImageCount {
+  std::string exe;
+  std::string sha256;         // a digest seen for it (the greatest), "" if none
+  uint64_t sha256_count = 0;  // distinct non-empty digests seen
+  uint64_t hosts = 0;
+  absl::Time first_seen = absl::InfinitePast();  // earliest event time
+  absl::Time last_seen = absl::InfinitePast();   // latest event time
+};
+
+// An (exe, direction, protocol, port) pair and on how many hosts.
+struct PairCount {
+  std::string exe;
+  int direction = 0;
+  int protocol = 0;
+  uint32_t port = 0;
+  uint64_t hosts = 0;
+  absl::Time first_seen = absl::InfinitePast();
+  absl::Time last_seen = absl::InfinitePast();
 };
 
 // The process an event is about (network, exec, fork, exit, alert); null
@@ -63,8 +126,19 @@ struct EventQuery {
 const v1::Process* EventProcess(const v1::Envelope& env);
 // Checks q's remote filter ("" or an IP or a CIDR): clear error otherwise.
 absl::Status CheckRemoteFilter(absl::string_view remote);
-// Whether env passes q's decoded-row filters (remote, argv_contains).
-bool MatchesDecodedFilters(const EventQuery& q, const v1::Envelope& env);
+// Whether ip is in remote ("" matches everything; an IP or a CIDR).
+bool InRemoteFilter(absl::string_view remote, absl::string_view ip);
+// Whether q has filters only MatchesDecodedFilters applies.
+bool HasDecodedFilters(const EventQuery& q);
+// Latest triage status by alert id (alerts never triaged are absent: open).
+using TriageStatuses = absl::flat_hash_map<std::string, std::string>;
+TriageStatuses LatestStatuses(absl::Span<const TriageRecord> records);
+// Whether env passes q's decoded-row filters (remote, argv_contains,
+// alert_id, alert_status; statuses is needed for alert_status only).
+bool MatchesDecodedFilters(const EventQuery& q, const v1::Envelope& env,
+                           const TriageStatuses* statuses = nullptr);
+// Checks q's alert_status ("", "open", "acked", "closed").
+absl::Status CheckAlertStatus(absl::string_view status);
 
 class Store {
  public:
@@ -84,9 +158,38 @@ class Store {
   virtual absl::StatusOr<uint64_t> CountEvents(const EventQuery& q) = 0;
 
   virtual absl::StatusOr<std::vector<HostRecord>> Hosts() = 0;
+
+  // Appends a triage step (durable on return).
+  virtual absl::Status AddTriage(const TriageRecord& record) = 0;
+  // The triage steps of these alerts (every alert's when ids is empty),
+  // ordered by alert id, then time, then the order they were added.
+  virtual absl::StatusOr<std::vector<TriageRecord>> Triage(
+      absl::Span<const std::string> alert_ids) = 0;
+
+  // Prevalence, over the network facts of every stored event (FactOf).
+  // Distinct hosts with a fact matching q.
+  virtual absl::StatusOr<uint64_t> CountFactHosts(const PrevalenceQuery& q) = 0;
+  // Those hosts' ids, sorted, at most limit (0: all).
+  virtual absl::StatusOr<std::vector<std::string>> FactHosts(const PrevalenceQuery& q,
+                                                             size_t limit) = 0;
+  // Images with facts matching q (direction/protocol/port/remote ignored),
+  // rarest first: fewest hosts, then exe; at most limit (0: all).
+  virtual absl::StatusOr<std::vector<ImageCount>> RarestImages(const PrevalenceQuery& q,
+                                                               size_t limit) = 0;
+  // Pairs with facts matching q (remote ignored), rarest first: fewest
+  // hosts, then exe, direction, protocol, port; at most limit (0: all).
+  virtual absl::StatusOr<std::vector<PairCount>> RarestPairs(const PrevalenceQuery& q,
+                                                             size_t limit) = 0;
 };
 
-// Opens a store by URL: "sqlite:PATH" (created if missing). Clear error for
+// Sets env's Alert.fleet (if env is an alert with network evidence) from the
+// store's facts: hosts other than env's own, plus env's host, on which the
+// image (by sha256 when the alert has one, else by path) and the behaviour
+// used the network, of fleet_hosts known hosts. Not an alert: a no-op.
+absl::Status AddFleetPrevalence(Store& store, uint64_t fleet_hosts, v1::Envelope& env);
+
+// Opens a store by URL: "sqlite:PATH" (created if missing) or
+// "clickhouse://HOST:PORT/DB" (HTTP interface). Clear error for
 // an unknown scheme or an unusable path.
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(absl::string_view url);
 

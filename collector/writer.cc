@@ -30,6 +30,23 @@ WriterStats StoreWriter::stats() const {
   return stats_;
 }
 
+absl::Status StoreWriter::EnrichAlerts(std::vector<Job>& group) {
+  std::optional<uint64_t> fleet_hosts;  // asked once per group, if there is an alert
+  for (Job& j : group) {
+    if (!j.batch) continue;
+    for (v1::Envelope& e : *j.batch->mutable_envelopes()) {
+      if (!e.has_alert()) continue;
+      if (!fleet_hosts) {
+        absl::StatusOr<std::vector<HostRecord>> hosts = store_->Hosts();
+        if (!hosts.ok()) return hosts.status();
+        fleet_hosts = hosts->size();
+      }
+      if (absl::Status s = AddFleetPrevalence(*store_, *fleet_hosts, e); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 void StoreWriter::Loop() {
   std::vector<Job> group;
   std::vector<const v1::Envelope*> envelopes;
@@ -55,6 +72,7 @@ void StoreWriter::Loop() {
     const absl::Time now = absl::Now();
     for (const Job& j : group)
       if (j.hello && status.ok()) status = store_->UpsertHost(*j.hello, now);
+    if (status.ok()) status = EnrichAlerts(group);
     WriteResult result;
     if (status.ok() && !envelopes.empty()) {
       auto r = store_->Write(envelopes);

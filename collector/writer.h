@@ -1,7 +1,8 @@
 // Group commit: one thread writes the batches of every stream to the store,
 // many batches per transaction, and tells each stream once its batch is
 // durable. Under load a commit carries the batches of many agents, so the
-// store's per-transaction cost (fsync) is shared.
+// store's per-transaction cost (fsync) is shared. Alerts get their fleet
+// prevalence (store.h AddFleetPrevalence) just before they are written.
 #ifndef SOCKWATCH_COLLECTOR_WRITER_H_
 #define SOCKWATCH_COLLECTOR_WRITER_H_
 
@@ -11,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -48,6 +50,8 @@ class StoreWriter {
     Done done;
   };
   void Loop();
+  // Fleet prevalence into every alert of the group (AddFleetPrevalence).
+  absl::Status EnrichAlerts(std::vector<Job>& group);
 
   Store* const store_;
   const size_t max_group_envelopes_;

@@ -7,6 +7,8 @@
 #   sudo ./deploy/run.sh                 # text, until Ctrl-C
 #   sudo ./deploy/run.sh --print=json
 #   SOCKWATCH_NO_COLLECTOR=1 sudo ./deploy/run.sh   # the agent alone
+#   SOCKWATCH_STORE=clickhouse://127.0.0.1:8123/sockwatch sudo ./deploy/run.sh
+#                                        # a running ClickHouse instead of SQLite
 # State (certificates, spool, baseline, history, collector.db, collector.log)
 # lives in SOCKWATCH_STATE (default /var/lib/sockwatch).
 set -euo pipefail
@@ -35,13 +37,14 @@ fi
 
 port=${SOCKWATCH_PORT:-7443}
 qport=$((port + 1))
-"$build/collector/sockwatch-collector" --listen="127.0.0.1:$port" --store="sqlite:$state/collector.db" \
+store=${SOCKWATCH_STORE:-sqlite:$state/collector.db}
+"$build/collector/sockwatch-collector" --listen="127.0.0.1:$port" --store="$store" \
   --tls_ca="$certs/ca.pem" --tls_cert="$certs/collector.pem" --tls_key="$certs/collector.key" \
   --query_listen="127.0.0.1:$qport" --tokens="$state/tokens" \
   2>>"$state/collector.log" &
 collector=$!
 trap 'kill $collector 2>/dev/null; wait $collector 2>/dev/null || true' EXIT
-echo "sockwatch-collector on 127.0.0.1:$port (log $state/collector.log, store $state/collector.db)" >&2
+echo "sockwatch-collector on 127.0.0.1:$port (log $state/collector.log, store $store)" >&2
 echo "query it: $build/collector/sockwatch --collector=127.0.0.1:$qport --tls_ca=$certs/ca.pem --token-file=$state/cli-token alerts" >&2
 "$build/agent/sockwatch-agent" --state_dir="$state" --host_id="$host_id" \
   --collector="127.0.0.1:$port" --tls_ca="$certs/ca.pem" \

@@ -6,6 +6,9 @@
 # Also runs detect_bench (detection pipeline); DETECT_ARGS adds flags to it,
 # e.g. DETECT_ARGS=--scale-images=0 skips its 1M-behaviour baseline section;
 # STREAM_ARGS=--events=N sets stream_bench's events per configuration.
+# store_bench loads 10M events into SQLite and, when clickhouse-server is
+# installed, a throwaway ClickHouse (tests/clickhouse/start.sh); STORE_ARGS adds
+# flags, e.g. STORE_ARGS=--events=1000000 for a quicker run.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$top/build}
@@ -16,6 +19,7 @@ fi
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" --target sockwatch-agent decode_bench connect_bench >/dev/null
 cmake --build "$build" -j"$(nproc)" --target detect_bench spool_bench ingest_bench stream_bench >/dev/null
+cmake --build "$build" -j"$(nproc)" --target store_bench >/dev/null
 
 echo "== decode_bench (userspace decode + process table, one core)"
 # shellcheck disable=SC2086
@@ -36,6 +40,22 @@ echo
 echo "== stream_bench (agents -> collector over gRPC, end to end, SQLite store)"
 # shellcheck disable=SC2086
 "$build/tests/bench/stream_bench" ${STREAM_ARGS:-}
+echo
+echo "== store_bench (collector stores at fleet scale: ingest, SOC query latency)"
+stores=(--store=sqlite:/var/tmp)
+ch_dir=""
+if command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ]; then
+  ch_dir=$(mktemp -d /tmp/sw_store_bench_ch.XXXXXX)
+  trap '"$top/tests/clickhouse/stop.sh" "$ch_dir"' EXIT
+  ch_url=$("$top/tests/clickhouse/start.sh" "$ch_dir")
+  stores+=("--store=clickhouse://${ch_url#http://}")
+fi
+# shellcheck disable=SC2086
+"$build/tests/bench/store_bench" "${stores[@]}" ${STORE_ARGS:-}
+if [ -n "$ch_dir" ]; then
+  "$top/tests/clickhouse/stop.sh" "$ch_dir"
+  trap - EXIT
+fi
 echo
 echo "== connect_bench (TCP connect latency with and without the agent)"
 # shellcheck disable=SC2086

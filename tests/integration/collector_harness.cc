@@ -19,10 +19,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "agent/exporter.h"
 #include "agent/spool.h"
 #include "collector/store.h"
+#include "google/protobuf/util/json_util.h"
 #include "grpcpp/create_channel.h"
 #include "sockwatch/v1/ingest.grpc.pb.h"
 #include "tests/integration/harness.h"
@@ -69,6 +71,60 @@ std::vector<std::string> TestPki::AgentFlags(const std::string& host) const {
           "--tls_key=" + agent_key(host)};
 }
 
+CliResult RunCli(const std::string& token, int query_port, const std::string& tls_ca,
+                 const std::string& scratch, const std::string& args) {
+  const std::string out = scratch + "/cli.out", err = scratch + "/cli.err";
+  CliResult r;
+  // The environment's own credentials must not leak into a test.
+  r.status = testing::Run(absl::StrCat("SOCKWATCH_TOKEN='", token,
+                                       "' SOCKWATCH_TLS_CERT= SOCKWATCH_TLS_KEY= ", CliPath(),
+                                       " --collector=127.0.0.1:", query_port, " --tls_ca=", tls_ca,
+                                       " ", args, " >", out, " 2>", err));
+  r.out = Capture("cat " + out);
+  r.err = Capture("cat " + err);
+  return r;
+}
+
+std::vector<v1::Envelope> JsonEnvelopes(const std::string& json_lines) {
+  std::vector<v1::Envelope> out;
+  for (absl::string_view line : absl::StrSplit(json_lines, '\n', absl::SkipEmpty())) {
+    v1::Envelope e;
+    // (No gtest here: benchmarks link this file.) A line that does not parse
+    // becomes an envelope no assertion accepts.
+    if (!google::protobuf::util::JsonStringToMessage(std::string(line), &e).ok()) {
+      fprintf(stderr, "not an envelope: %s\n", std::string(line).c_str());
+      e.Clear();
+      e.set_host_id("<unparsable JSON line>");
+    }
+    out.push_back(e);
+  }
+  return out;
+}
+
+std::vector<std::string> TestStoreBackends() {
+  const char* skip = getenv("SOCKWATCH_SKIP_CLICKHOUSE");
+  if (skip && std::string(skip) == "1") return {"sqlite"};
+  return {"sqlite", "clickhouse"};
+}
+
+absl::StatusOr<std::string> TestStoreUrl(const std::string& backend,
+                                         const std::string& sqlite_path) {
+  if (backend == "sqlite") return "sqlite:" + sqlite_path;
+  const char* server = getenv("SOCKWATCH_TEST_CLICKHOUSE");
+  if (!server || !*server)
+    return absl::FailedPreconditionError(
+        "SOCKWATCH_TEST_CLICKHOUSE is not set: run the tests through ctest (which starts a "
+        "ClickHouse server on loopback) or set SOCKWATCH_SKIP_CLICKHOUSE=1");
+  std::string url = server;
+  // Accept "http://HOST:PORT" as well as "clickhouse://HOST:PORT[/DB]".
+  if (absl::StartsWith(url, "http://")) url = "clickhouse://" + url.substr(7);
+  const size_t authority = url.find("://") + 3;
+  if (const size_t slash = url.find('/', authority); slash != std::string::npos)
+    url.resize(slash);
+  static int counter = 0;
+  return absl::StrCat(url, "/sw_it_", getpid(), "_", ++counter);
+}
+
 std::unique_ptr<CollectorProcess> CollectorProcess::Start(int port, const std::string& db_path,
                                                           const std::vector<std::string>& flags) {
   auto c = std::unique_ptr<CollectorProcess>(new CollectorProcess());
@@ -77,7 +133,9 @@ std::unique_ptr<CollectorProcess> CollectorProcess::Start(int port, const std::s
   int err_fd = mkstemp(tmpl);
   c->stderr_path_ = tmpl;
   std::vector<std::string> argv = {CollectorPath(), absl::StrCat("--listen=127.0.0.1:", port),
-                                   "--store=sqlite:" + db_path, "--stats_interval=1s"};
+                                   absl::StrContains(db_path, ":") ? "--store=" + db_path
+                                                                    : "--store=sqlite:" + db_path,
+                                   "--stats_interval=1s"};
   argv.insert(argv.end(), flags.begin(), flags.end());
   std::vector<char*> args;
   for (auto& s : argv) args.push_back(s.data());

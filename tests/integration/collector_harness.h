@@ -9,6 +9,8 @@
 #include <map>
 #include <memory>
 #include <string>
+
+#include "absl/status/statusor.h"
 #include <vector>
 
 #include "absl/time/time.h"
@@ -46,9 +48,32 @@ class TestPki {
   bool ok_ = false;
 };
 
+// Store backends the end-to-end tests run on: "sqlite" and "clickhouse"
+// (the latter left out only with SOCKWATCH_SKIP_CLICKHOUSE=1).
+std::vector<std::string> TestStoreBackends();
+// The --store URL for a backend: sqlite at sqlite_path; clickhouse on the
+// test server named by SOCKWATCH_TEST_CLICKHOUSE (the test command starts
+// one), in a fresh database. Error (clear) when that server is not named.
+absl::StatusOr<std::string> TestStoreUrl(const std::string& backend,
+                                         const std::string& sqlite_path);
+
+// The `sockwatch` CLI, run once against the query port on loopback.
+struct CliResult {
+  int status = -1;  // exit status
+  std::string out, err;
+};
+// token: SOCKWATCH_TOKEN ("" none); tls_ca: the collector's CA; scratch: a
+// directory for the output files; args: the command and its flags.
+CliResult RunCli(const std::string& token, int query_port, const std::string& tls_ca,
+                 const std::string& scratch, const std::string& args);
+// --json output as envelopes (a line that does not parse becomes an
+// envelope with host_id "<unparsable JSON line>", and is logged).
+std::vector<v1::Envelope> JsonEnvelopes(const std::string& json_lines);
+
 class CollectorProcess {
  public:
-  // Starts sockwatch-collector on 127.0.0.1:port with a store at db_path and
+  // Starts sockwatch-collector on 127.0.0.1:port with a store at db_path (a
+  // file, or a store URL such as TestStoreUrl gives) and
   // the given flags; waits until it listens. nullptr if it does not start.
   static std::unique_ptr<CollectorProcess> Start(int port, const std::string& db_path,
                                                  const std::vector<std::string>& flags);

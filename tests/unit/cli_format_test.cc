@@ -337,20 +337,95 @@ TEST(CliFormatTest, AlignsByCharactersAndCutsLongFieldsInTablesOnly) {
 
 TEST(CliFormatTest, AlertsSkipOtherEnvelopes) {
   EXPECT_EQ(Alerts(Mixed(), OutputFormat::kTable),
-            "TIME                  HOST   RULE               SEVERITY  SUMMARY                     "
-            "                       PID   EXE            ARGV                          REMOTE\n"
-            "2026-11-29T16:49:19Z  web-1  first_network_use  high      /usr/bin/curl used the "
-            "network for the first time  5602  /usr/bin/curl  curl -s https://example.com/  "
-            "93.184.216.34:443\n");
+            "TIME                  ID       HOST   RULE               SEVERITY  STATUS  SUMMARY      "
+            "                                      FLEET  PID   EXE            ARGV              "
+            "            REMOTE\n"
+            "2026-11-29T16:49:19Z  h1/i1/3  web-1  first_network_use  high      open    "
+            "/usr/bin/curl used the network for the first time  -      5602  /usr/bin/curl  curl "
+            "-s https://example.com/  93.184.216.34:443\n");
   EXPECT_EQ(Alerts(Mixed(), OutputFormat::kCsv),
-            "TIME,HOST,RULE,SEVERITY,SUMMARY,PID,EXE,ARGV,REMOTE\n"
-            "2026-11-29T16:49:19Z,web-1,first_network_use,high,/usr/bin/curl used the network "
-            "for the first time,5602,/usr/bin/curl,curl -s https://example.com/,"
+            "TIME,ID,HOST,RULE,SEVERITY,STATUS,SUMMARY,FLEET,PID,EXE,ARGV,REMOTE\n"
+            "2026-11-29T16:49:19Z,h1/i1/3,web-1,first_network_use,high,open,/usr/bin/curl used "
+            "the network for the first time,,5602,/usr/bin/curl,curl -s https://example.com/,"
             "93.184.216.34:443\n");
   const std::string json = Alerts(Mixed(), OutputFormat::kJson);
   EXPECT_EQ(CountLines(json), 1);
   EXPECT_THAT(json, HasSubstr(R"("alert":{"id":"h1/i1/3","rule":"first_network_use",)"
                               R"("severity":"SEVERITY_HIGH")"));
+}
+
+TEST(CliFormatTest, AlertsShowTriageStatusAndFleetPrevalence) {
+  std::vector<v1::Envelope> alerts;
+  for (const v1::Envelope& e : Mixed())
+    if (e.has_alert()) alerts.push_back(e);
+  ASSERT_EQ(alerts.size(), 1u);
+  v1::Alert* a = alerts[0].mutable_alert();
+  a->mutable_triage()->set_status("acked");
+  a->mutable_fleet()->set_image_hosts(3);
+  a->mutable_fleet()->set_behavior_hosts(1);
+  a->mutable_fleet()->set_fleet_hosts(1204);
+  a->mutable_fleet()->set_by_sha256(true);
+  const std::string csv = Alerts(alerts, OutputFormat::kCsv);
+  EXPECT_THAT(csv, HasSubstr(",high,acked,"));
+  EXPECT_THAT(csv, HasSubstr(R"(,"image 3/1204 hosts (sha256), behaviour 1/1204",)"));
+  EXPECT_THAT(Alerts(alerts, OutputFormat::kJson),
+              HasSubstr(R"("fleet":{"image_hosts":"3","behavior_hosts":"1","fleet_hosts":"1204",)"
+                        R"("by_sha256":true},"triage":{"status":"acked"})"));
+}
+
+TEST(CliFormatTest, PrevalenceTablesCsvAndJson) {
+  v1::PrevalenceResponse resp;
+  resp.set_fleet_hosts(1000);
+  v1::ImagePrevalence* img = resp.add_images();
+  img->set_exe("/tmp/\x1b[31mx");
+  img->set_sha256("ab");
+  img->set_sha256_count(2);
+  img->set_hosts(2);
+  img->mutable_first_seen()->set_seconds(1'800'000'000);
+  img->mutable_last_seen()->set_seconds(1'800'000'060);
+  v1::PairPrevalence* pair = resp.add_pairs();
+  pair->set_exe("/tmp/\x1b[31mx");
+  pair->set_direction(v1::DIRECTION_OUTBOUND);
+  pair->set_protocol(v1::PROTOCOL_UDP);
+  pair->set_port(53);
+  pair->set_hosts(1);
+  resp.add_hosts("host-0999");
+  std::ostringstream table, csv, json;
+  WritePrevalence(resp, OutputFormat::kTable, table);
+  WritePrevalence(resp, OutputFormat::kCsv, csv);
+  WritePrevalence(resp, OutputFormat::kJson, json);
+  EXPECT_THAT(table.str(), HasSubstr("Fleet: 1000 hosts\n"));
+  EXPECT_THAT(table.str(), HasSubstr("/tmp/\\x1b[31mx  ab      2        2/1000  2027-01-15T08:00:00Z"));
+  EXPECT_THAT(table.str(), HasSubstr("/tmp/\\x1b[31mx  out  udp    53    1/1000"));
+  EXPECT_THAT(table.str(), HasSubstr("  host-0999\n"));
+  EXPECT_EQ(table.str().find('\x1b'), std::string::npos);
+  EXPECT_THAT(csv.str(), HasSubstr("image,/tmp/\\x1b[31mx,ab,2,,,,,2,1000,"));
+  EXPECT_THAT(csv.str(), HasSubstr("pair,/tmp/\\x1b[31mx,,,out,udp,53,,1,1000,"));
+  EXPECT_THAT(csv.str(), HasSubstr("host,,,,,,,host-0999,,1000,,\n"));
+  EXPECT_EQ(CountLines(json.str()), 1);
+  EXPECT_THAT(json.str(), HasSubstr(R"("fleet_hosts":"1000")"));
+}
+
+TEST(CliFormatTest, TriagedAlertListsEverySteps) {
+  v1::Envelope e;
+  v1::Alert* a = e.mutable_alert();
+  a->set_id("abc-1");
+  v1::TriageEntry* ack = a->mutable_triage()->add_history();
+  ack->set_status("acked");
+  ack->set_by("alice");
+  ack->set_note("looking\nat it");
+  ack->mutable_time()->set_seconds(1'800'000'000);
+  v1::TriageEntry* close = a->mutable_triage()->add_history();
+  close->set_status("closed");
+  close->set_by("cert:bob");
+  close->set_note("admin's backup job");
+  close->mutable_time()->set_seconds(1'800'000'100);
+  std::ostringstream out;
+  WriteTriaged(e, OutputFormat::kTable, out);
+  EXPECT_EQ(out.str(),
+            "ALERT  STATUS  BY        TIME                  NOTE\n"
+            "abc-1  acked   alice     2027-01-15T08:00:00Z  looking\\nat it\n"
+            "abc-1  closed  cert:bob  2027-01-15T08:01:40Z  admin's backup job\n");
 }
 
 TEST(CliFormatTest, Hosts) {
@@ -440,7 +515,7 @@ TEST(CliFormatTest, EmptyInputs) {
   EXPECT_EQ(Events({}, OutputFormat::kTable),
             "TIME  HOST  KIND  PID  EXE  ARGV  LOCAL  REMOTE  PROTO  DIR  DETAIL\n");
   EXPECT_EQ(Alerts({}, OutputFormat::kCsv),
-            "TIME,HOST,RULE,SEVERITY,SUMMARY,PID,EXE,ARGV,REMOTE\n");
+            "TIME,ID,HOST,RULE,SEVERITY,STATUS,SUMMARY,FLEET,PID,EXE,ARGV,REMOTE\n");
   EXPECT_EQ(Hosts({}, OutputFormat::kTable),
             "HOST  HOSTNAME  VERSION  KERNEL  LAST_SEEN  AGE  LOST  BLIND_SPOTS\n");
   EXPECT_EQ(Events({}, OutputFormat::kJson), "");

@@ -22,6 +22,50 @@ TEST(TokenAuthTest, ParsesRolesAndNamesTheBadLine) {
   EXPECT_EQ(TokenAuth::FromFile("/nonexistent/tokens").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(TokenAuthTest, CertificateEntriesGiveRolesByCommonName) {
+  auto auth = TokenAuth::FromText(
+      "responder cert:bob@soc\nreader 0123456789abcdef dash\nreader cert:viewer\n", "t");
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  EXPECT_TRUE(auth->has_certificates());
+  auto bob = auth->Check("", "bob@soc", Role::kResponder);
+  ASSERT_TRUE(bob.ok()) << bob.status();
+  EXPECT_EQ(bob->name, "cert:bob@soc");
+  EXPECT_EQ(auth->Check("", "viewer", Role::kResponder).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(auth->Check("", "web-01", Role::kReader).status().message(),
+            "certificate CN 'web-01' has no role in the tokens file");
+  EXPECT_EQ(auth->Check("", "", Role::kReader).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  // A CN is not a token, nor a token a CN.
+  EXPECT_EQ(auth->Check("Bearer bob@soc", "", Role::kReader).status().message(), "unknown token");
+  EXPECT_EQ(auth->Check("", "0123456789abcdef", Role::kReader).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  auto dash = auth->Check("Bearer 0123456789abcdef", "bob@soc", Role::kReader);
+  ASSERT_TRUE(dash.ok()) << dash.status();
+  EXPECT_EQ(dash->name, "dash");  // a token sent is the credential
+  EXPECT_EQ(TokenAuth::FromText("reader cert:\n", "t").status().message(),
+            "t:1: cert: needs a certificate Common Name");
+  EXPECT_EQ(TokenAuth::FromText("reader cert:a\nadmin cert:a\n", "t").status().message(),
+            "t:2: certificate listed twice");
+  EXPECT_FALSE(TokenAuth::FromText("reader 0123456789abcdef\n", "t")->has_certificates());
+}
+
+TEST(ToEventQueryTest, AlertFiltersImplyAlertsAndAreChecked) {
+  v1::EventsRequest req;
+  req.mutable_filter()->set_alert_status("acked");
+  auto q = ToEventQuery(req);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->kind, "alert");
+  EXPECT_EQ(q->alert_status, "acked");
+  req.mutable_filter()->set_alert_status("resolved");
+  EXPECT_EQ(ToEventQuery(req).status().message(),
+            "alert status \"resolved\": expected open, acked or closed");
+  req = v1::EventsRequest();
+  req.mutable_filter()->set_alert_id("x-1");
+  req.mutable_filter()->set_kind("network");
+  EXPECT_EQ(ToEventQuery(req).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ToEventQueryTest, MapsFiltersAndPaging) {
   v1::EventsRequest req;
   req.mutable_filter()->set_host_id("web-01");
