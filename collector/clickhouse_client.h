@@ -50,14 +50,17 @@ absl::StatusOr<Endpoint> ParseUrl(absl::string_view url);
 // s as a ClickHouse string literal, quotes included.
 std::string Quote(absl::string_view s);
 
-// Appends RowBinary values to a buffer.
-inline void PutString(std::string& out, absl::string_view s) {
-  uint64_t n = s.size();
+// Appends RowBinary values to a buffer. A String is its length (LEB128)
+// and its bytes: PutLength then the bytes is one too.
+inline void PutLength(std::string& out, uint64_t n) {
   do {
     const auto byte = static_cast<char>((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
     out.push_back(byte);
     n >>= 7;
   } while (n != 0);
+}
+inline void PutString(std::string& out, absl::string_view s) {
+  PutLength(out, s.size());
   out.append(s.data(), s.size());
 }
 template <typename T>

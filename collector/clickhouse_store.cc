@@ -6,7 +6,6 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/substitute.h"
 #include "absl/time/clock.h"
@@ -73,46 +72,9 @@ SETTINGS index_granularity = 8192$1)sql",
 constexpr absl::Span<const char* const> kMigrations[] = {kVersion1};
 static_assert(std::size(kMigrations) == kClickHouseStoreSchemaVersion);
 
-// The query columns of one envelope: what each kind says about the process,
-// the connection, the alert. Like SqliteStore's, so filters agree.
-struct Columns {
-  const v1::Process* process = nullptr;
-  const v1::NetworkEvent* network = nullptr;
-  absl::string_view sha256;
-  absl::string_view rule;
-  absl::string_view container_id;
-  absl::string_view alert_id;
-};
-
-Columns ColumnsOf(const v1::Envelope& env) {
-  Columns c;
-  if (env.has_alert()) {
-    const v1::Alert& a = env.alert();
-    if (a.has_network()) c.network = &a.network();
-    // The alert's own process is the authority; the network copy may be bare.
-    if (a.has_process()) {
-      c.process = &a.process();
-    } else if (c.network != nullptr && c.network->has_process()) {
-      c.process = &c.network->process();
-    }
-    c.rule = a.rule();
-    c.alert_id = a.id();
-    if (a.has_image()) {
-      c.sha256 = a.image().sha256();
-      c.container_id = a.image().container_id();
-    }
-  } else {
-    if (env.has_network()) c.network = &env.network();
-    const v1::Process* p = EventProcess(env);
-    // A message's default instance stands for "absent" here, as in SQLite.
-    if (p != nullptr && p != &v1::Process::default_instance()) c.process = p;
-  }
-  if (c.container_id.empty() && c.process != nullptr) c.container_id = c.process->container_id();
-  return c;
-}
-
-void PutEvent(std::string& out, const v1::Envelope& env, absl::string_view blob) {
-  const Columns c = ColumnsOf(env);
+// Appends env's row; false if env cannot be serialized.
+bool PutEvent(std::string& out, const v1::Envelope& env) {
+  const EventColumns c = ColumnsOf(env);
   PutString(out, env.host_id());
   PutString(out, env.agent_instance());
   PutFixed<uint64_t>(out, env.seq());
@@ -128,7 +90,13 @@ void PutEvent(std::string& out, const v1::Envelope& env, absl::string_view blob)
   PutString(out, c.rule);
   PutString(out, c.container_id);
   PutString(out, c.alert_id);
-  PutString(out, blob);
+  // Serialized in place, behind its length: no copy of the bytes.
+  const size_t size = env.ByteSizeLong();
+  clickhouse::PutLength(out, size);
+  const size_t at = out.size();
+  out.resize(at + size);
+  return env.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out.data() + at)) ==
+         reinterpret_cast<uint8_t*>(out.data() + out.size());
 }
 constexpr absl::string_view kEventColumns =
     "(host_id, agent_instance, seq, time_ns, kind, pid, exe, sha256, remote_ip, remote_port, "
@@ -286,54 +254,70 @@ uint64_t ClickHouseStore::NextStamp() {
   return next;
 }
 
-absl::Status ClickHouseStore::FindStored(absl::Span<const Key> keys, std::vector<bool>& stored) {
+absl::Status ClickHouseStore::FindStored(absl::Span<const v1::Envelope* const> envelopes,
+                                         std::vector<bool>& skip) {
   struct Stream {
-    std::vector<uint64_t> seqs;
-    absl::flat_hash_set<uint64_t> found;
+    absl::string_view host;
+    absl::string_view instance;
+    std::vector<std::pair<uint64_t, size_t>> seqs;  // (seq, index in envelopes)
   };
-  absl::flat_hash_map<std::pair<absl::string_view, absl::string_view>, Stream> streams;
-  for (const Key& k : keys) streams[{k.host, k.instance}].seqs.push_back(k.seq);
+  std::vector<Stream> streams;
+  absl::flat_hash_map<std::pair<absl::string_view, absl::string_view>, size_t> by_id;
+  size_t current = SIZE_MAX;
+  for (size_t i = 0; i < envelopes.size(); ++i) {
+    const v1::Envelope& env = *envelopes[i];
+    // Agents' batches are runs of one stream: look up only when it changes.
+    if (current == SIZE_MAX || streams[current].host != env.host_id() ||
+        streams[current].instance != env.agent_instance()) {
+      auto [it, fresh] = by_id.try_emplace({env.host_id(), env.agent_instance()}, streams.size());
+      if (fresh) streams.push_back(Stream{env.host_id(), env.agent_instance(), {}});
+      current = it->second;
+    }
+    streams[current].seqs.emplace_back(env.seq(), i);
+  }
   std::vector<std::string> clauses;
-  for (auto& [id, stream] : streams) {
-    std::vector<uint64_t>& seqs = stream.seqs;
-    std::sort(seqs.begin(), seqs.end());
+  for (Stream& stream : streams) {
+    // By seq, then position: of copies of a key in this call, the first
+    // stays and the rest are duplicates (as in SQLite).
+    std::sort(stream.seqs.begin(), stream.seqs.end());
     std::vector<std::pair<uint64_t, uint64_t>> runs;
-    for (uint64_t seq : seqs) {
-      if (!runs.empty() && seq <= runs.back().second + 1) {
+    for (size_t k = 0; k < stream.seqs.size(); ++k) {
+      const uint64_t seq = stream.seqs[k].first;
+      if (k > 0 && stream.seqs[k - 1].first == seq) {
+        skip[stream.seqs[k].second] = true;
+      } else if (!runs.empty() && seq == runs.back().second + 1) {
         runs.back().second = seq;
       } else {
         runs.emplace_back(seq, seq);
       }
     }
     if (runs.size() > kMaxRanges) runs = {{runs.front().first, runs.back().second}};
-    std::string clause = absl::StrCat("(host_id = ", Quote(id.first),
-                                      " AND agent_instance = ", Quote(id.second), " AND (");
-    for (size_t i = 0; i < runs.size(); ++i)
-      absl::StrAppend(&clause, i ? " OR " : "", "seq BETWEEN ", runs[i].first, " AND ",
-                      runs[i].second);
+    std::string clause = absl::StrCat("(host_id = ", Quote(stream.host),
+                                      " AND agent_instance = ", Quote(stream.instance), " AND (");
+    for (size_t r = 0; r < runs.size(); ++r)
+      absl::StrAppend(&clause, r ? " OR " : "", "seq BETWEEN ", runs[r].first, " AND ",
+                      runs[r].second);
     clause += "))";
     clauses.push_back(std::move(clause));
   }
   // The key prefix (host_id, agent_instance, seq) makes each clause a range
-  // read of a granule or two.
+  // read of a granule or two. Rows come back only for replays.
   const std::string select =
       absl::StrCat("SELECT host_id, agent_instance, seq FROM ", Table("event_keys"), " WHERE ");
-  absl::Status s = clickhouse::ForEachJoined(clauses, " OR ", [&](absl::string_view where) {
-    return client_.Select(absl::StrCat(select, where), {kString, kString, 8},
-                          "look up stored events",
-                          [&](absl::Span<const absl::string_view> row) -> absl::StatusOr<bool> {
-                            auto it = streams.find(std::make_pair(row[0], row[1]));
-                            if (it != streams.end())
-                              it->second.found.insert(clickhouse::Fixed<uint64_t>(row[2]));
-                            return true;
-                          });
+  return clickhouse::ForEachJoined(clauses, " OR ", [&](absl::string_view where) {
+    return client_.Select(
+        absl::StrCat(select, where), {kString, kString, 8}, "look up stored events",
+        [&](absl::Span<const absl::string_view> row) -> absl::StatusOr<bool> {
+          auto it = by_id.find(std::make_pair(row[0], row[1]));
+          if (it == by_id.end()) return true;
+          const auto& seqs = streams[it->second].seqs;
+          const uint64_t seq = clickhouse::Fixed<uint64_t>(row[2]);
+          for (auto k = std::lower_bound(seqs.begin(), seqs.end(), std::make_pair(seq, size_t{0}));
+               k != seqs.end() && k->first == seq; ++k)
+            skip[k->second] = true;
+          return true;
+        });
   });
-  if (!s.ok()) return s;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    const Stream& stream = streams.find(std::make_pair(keys[i].host, keys[i].instance))->second;
-    if (stream.found.contains(keys[i].seq)) stored[i] = true;
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<WriteResult> ClickHouseStore::Write(
@@ -347,18 +331,9 @@ absl::StatusOr<WriteResult> ClickHouseStore::Write(
     absl::MutexLock hosts_lock(&hosts_mu_);
     if (absl::Status s = FlushHostsLocked(); !s.ok()) return s;
   }
-  std::vector<Key> keys;
-  keys.reserve(envelopes.size());
-  // skip[i]: envelope i is stored already, or repeats an earlier one of
-  // this call (the first copy wins, as in SQLite).
+  // skip[i]: envelope i is stored already, or repeats an earlier one.
   std::vector<bool> skip(envelopes.size(), false);
-  absl::flat_hash_set<std::tuple<absl::string_view, absl::string_view, uint64_t>> seen;
-  for (size_t i = 0; i < envelopes.size(); ++i) {
-    const v1::Envelope& env = *envelopes[i];
-    keys.push_back(Key{env.host_id(), env.agent_instance(), env.seq()});
-    if (!seen.emplace(env.host_id(), env.agent_instance(), env.seq()).second) skip[i] = true;
-  }
-  if (absl::Status s = FindStored(keys, skip); !s.ok()) return s;
+  if (absl::Status s = FindStored(envelopes, skip); !s.ok()) return s;
 
   events_buf_.clear();
   keys_buf_.clear();
@@ -371,12 +346,10 @@ absl::StatusOr<WriteResult> ClickHouseStore::Write(
     }
     ++result.stored;
     const v1::Envelope& env = *envelopes[i];
-    blob_.clear();
-    if (!env.AppendToString(&blob_))
+    if (!PutEvent(events_buf_, env))
       return absl::InvalidArgumentError(
           absl::StrCat("store: cannot serialize envelope host_id=", env.host_id(),
                        " agent_instance=", env.agent_instance(), " seq=", env.seq()));
-    PutEvent(events_buf_, env, blob_);
     PutString(keys_buf_, env.host_id());
     PutString(keys_buf_, env.agent_instance());
     PutFixed<uint64_t>(keys_buf_, env.seq());
@@ -463,9 +436,7 @@ absl::Status ClickHouseStore::FlushHostsLocked() {
 }
 
 absl::Status ClickHouseStore::AddTriage(const TriageRecord& record) {
-  if (record.alert_id.empty()) return absl::InvalidArgumentError("store: triage without alert id");
-  if (absl::Status s = CheckAlertStatus(record.status); !s.ok() || record.status.empty())
-    return s.ok() ? absl::InvalidArgumentError("store: triage without status") : s;
+  if (absl::Status s = CheckTriageRecord(record); !s.ok()) return s;
   std::string row;
   PutString(row, record.alert_id);
   PutFixed<int64_t>(row, absl::ToUnixNanos(record.time));

@@ -135,13 +135,9 @@ class ClickHouseStore final : public Store {
   // Increasing stamps (wall clock ns, bumped past the last): the order of
   // triage steps and host refreshes taken by this process.
   uint64_t NextStamp();
-  // Sets stored[i] for each keys[i] that event_keys holds.
-  struct Key {
-    absl::string_view host;
-    absl::string_view instance;
-    uint64_t seq;
-  };
-  absl::Status FindStored(absl::Span<const Key> keys, std::vector<bool>& stored);
+  // Sets skip[i] for each envelope whose key event_keys holds, or that
+  // repeats the key of an earlier one.
+  absl::Status FindStored(absl::Span<const v1::Envelope* const> envelopes, std::vector<bool>& skip);
   // Stores the hosts UpsertHost queued; they stay queued on error.
   absl::Status FlushHostsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(hosts_mu_);
   // Calls sink with each event matching q, in q's order, after q.offset,
@@ -163,7 +159,6 @@ class ClickHouseStore final : public Store {
   std::string events_buf_ ABSL_GUARDED_BY(write_mu_);
   std::string keys_buf_ ABSL_GUARDED_BY(write_mu_);
   std::string facts_buf_ ABSL_GUARDED_BY(write_mu_);
-  std::string blob_ ABSL_GUARDED_BY(write_mu_);
   // Hosts waiting for FlushHostsLocked, by host id: the last Hello, when it
   // came, its stamp, and when the host was first seen while queued.
   struct PendingHost {

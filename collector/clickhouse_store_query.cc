@@ -20,20 +20,11 @@ namespace {
 using clickhouse::kString;
 using clickhouse::Quote;
 
-// What EnvelopeKind names; a query for any other kind is refused.
-constexpr const char* kKinds[] = {"exec", "fork",     "exit",  "network",
-                                  "loss", "coverage", "alert", "learning"};
-
 // " WHERE ..." for q's column filters; a filter left at its default adds
 // nothing. The alert id is a column too, so only remote, argv and triage
 // status are left to MatchesDecodedFilters.
 absl::StatusOr<std::string> EventWhere(const EventQuery& q) {
-  if (!q.kind.empty() &&
-      std::find(std::begin(kKinds), std::end(kKinds), q.kind) == std::end(kKinds))
-    return absl::InvalidArgumentError(absl::StrCat("store: unknown event kind \"", q.kind,
-                                                   "\"; known: ", absl::StrJoin(kKinds, ", ")));
-  if (absl::Status s = CheckRemoteFilter(q.remote); !s.ok()) return s;
-  if (absl::Status s = CheckAlertStatus(q.alert_status); !s.ok()) return s;
+  if (absl::Status s = CheckEventQuery(q); !s.ok()) return s;
   std::string sql = " WHERE 1";
   auto text = [&sql](absl::string_view column, const std::string& v) {
     if (!v.empty()) absl::StrAppend(&sql, " AND ", column, " = ", Quote(v));

@@ -169,17 +169,18 @@ grpc::ServerUnaryReactor* QueryService::Hosts(grpc::CallbackServerContext* ctx,
   return Serve(ctx, Role::kReader, [this, resp](const Principal&) -> absl::Status {
     absl::StatusOr<std::vector<HostRecord>> hosts = store_->Hosts();
     if (!hosts.ok()) return hosts.status();
+    // Loss records are rare: one query for the fleet, summed per host.
+    EventQuery lost;
+    lost.kind = "loss";
+    lost.limit = 0;
+    absl::StatusOr<std::vector<v1::Envelope>> losses = store_->Events(lost);
+    if (!losses.ok()) return losses.status();
+    absl::flat_hash_map<std::string, uint64_t> lost_by_host;
+    for (const v1::Envelope& e : *losses) lost_by_host[e.host_id()] += e.loss().count();
     for (HostRecord& h : *hosts) {
       v1::HostInfo* info = resp->add_hosts();
-      EventQuery lost;
-      lost.host_id = h.hello.host_id();
-      lost.kind = "loss";
-      lost.limit = 0;
-      absl::StatusOr<std::vector<v1::Envelope>> losses = store_->Events(lost);
-      if (!losses.ok()) return losses.status();
-      uint64_t sum = 0;
-      for (const v1::Envelope& e : *losses) sum += e.loss().count();
-      info->set_events_lost(sum);
+      auto it = lost_by_host.find(h.hello.host_id());
+      info->set_events_lost(it == lost_by_host.end() ? 0 : it->second);
       *info->mutable_hello() = std::move(h.hello);
       ToProto(h.first_seen, info->mutable_first_seen());
       ToProto(h.last_seen, info->mutable_last_seen());

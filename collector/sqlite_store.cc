@@ -241,61 +241,13 @@ int64_t UnixNanos(const google::protobuf::Timestamp& t) {
   return absl::ToUnixNanos(absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos()));
 }
 
-void BindText(sqlite3_stmt* st, int i, const std::string* s) {
-  if (s == nullptr || s->empty()) {
+// Empty text is stored as NULL ("not applicable to this kind").
+void BindText(sqlite3_stmt* st, int i, absl::string_view s) {
+  if (s.empty()) {
     sqlite3_bind_null(st, i);
   } else {
-    sqlite3_bind_text(st, i, s->data(), static_cast<int>(s->size()), SQLITE_STATIC);
+    sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
   }
-}
-
-// The query columns of one envelope; null where the kind has no such fact.
-struct Denormalized {
-  const v1::Process* process = nullptr;
-  const v1::NetworkEvent* network = nullptr;
-  const std::string* sha256 = nullptr;
-  const std::string* rule = nullptr;
-  const std::string* container_id = nullptr;
-};
-
-Denormalized Denormalize(const v1::Envelope& env) {
-  Denormalized d;
-  switch (env.event_case()) {
-    case v1::Envelope::kExec:
-      if (env.exec().has_process()) d.process = &env.exec().process();
-      break;
-    case v1::Envelope::kFork:
-      if (env.fork().has_process()) d.process = &env.fork().process();
-      break;
-    case v1::Envelope::kExit:
-      if (env.exit().has_process()) d.process = &env.exit().process();
-      break;
-    case v1::Envelope::kNetwork:
-      d.network = &env.network();
-      if (d.network->has_process()) d.process = &d.network->process();
-      break;
-    case v1::Envelope::kAlert: {
-      const v1::Alert& a = env.alert();
-      if (a.has_network()) d.network = &a.network();
-      // The alert's own process is the authority; the network copy may be bare.
-      if (a.has_process()) {
-        d.process = &a.process();
-      } else if (d.network != nullptr && d.network->has_process()) {
-        d.process = &d.network->process();
-      }
-      d.rule = &a.rule();
-      if (a.has_image()) {
-        d.sha256 = &a.image().sha256();
-        if (!a.image().container_id().empty()) d.container_id = &a.image().container_id();
-      }
-      break;
-    }
-    default:
-      break;
-  }
-  if (d.container_id == nullptr && d.process != nullptr)
-    d.container_id = &d.process->container_id();
-  return d;
 }
 
 }  // namespace
@@ -464,7 +416,7 @@ absl::Status SqliteStore::PrepareRow(const v1::Envelope& env, Row& row) {
 void SqliteStore::BindRow(sqlite3_stmt* st, int first, const Row& row) {
   const v1::Envelope& env = *row.env;
   const absl::string_view kind = EnvelopeKind(env);
-  const Denormalized d = Denormalize(env);
+  const EventColumns d = ColumnsOf(env);
   auto i = [first](int column) { return first + column - 1; };
   sqlite3_bind_int64(st, i(1), row.stream);
   // seq is a uint64; SQLite keeps its bits in a signed integer.
@@ -473,14 +425,14 @@ void SqliteStore::BindRow(sqlite3_stmt* st, int first, const Row& row) {
   sqlite3_bind_text(st, i(4), kind.data(), static_cast<int>(kind.size()), SQLITE_STATIC);
   if (d.process != nullptr) {
     sqlite3_bind_int64(st, i(5), d.process->pid());
-    BindText(st, i(6), &d.process->exe());
+    BindText(st, i(6), d.process->exe());
   } else {
     sqlite3_bind_null(st, i(5));
     sqlite3_bind_null(st, i(6));
   }
   BindText(st, i(7), d.sha256);
   if (d.network != nullptr) {
-    BindText(st, i(8), &d.network->remote_ip());
+    BindText(st, i(8), d.network->remote_ip());
     sqlite3_bind_int64(st, i(9), d.network->remote_port());
     sqlite3_bind_int64(st, i(10), d.network->protocol());
     sqlite3_bind_int64(st, i(11), d.network->direction());

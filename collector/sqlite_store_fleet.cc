@@ -109,9 +109,7 @@ absl::Status SqliteStore::WriteFactsLocked(absl::Span<const v1::Envelope* const>
 }
 
 absl::Status SqliteStore::AddTriage(const TriageRecord& record) {
-  if (record.alert_id.empty()) return absl::InvalidArgumentError("store: triage without alert id");
-  if (absl::Status s = CheckAlertStatus(record.status); !s.ok() || record.status.empty())
-    return s.ok() ? absl::InvalidArgumentError("store: triage without status") : s;
+  if (absl::Status s = CheckTriageRecord(record); !s.ok()) return s;
   absl::MutexLock lock(&write_mu_);
   sqlite3_stmt* st = insert_triage_.get();
   Bind(st, 1, record.alert_id);

@@ -21,10 +21,6 @@ using sqlite_store_internal::ColumnText;
 using sqlite_store_internal::IsRareKind;
 using sqlite_store_internal::Source;
 
-// What EnvelopeKind names; a query for any other kind is refused.
-constexpr const char* kKinds[] = {"exec", "fork",     "exit",  "network",
-                                  "loss", "coverage", "alert", "learning"};
-
 // FROM and WHERE for q, with named parameters; a filter left at its default
 // adds no SQL. Streams drive the join (CROSS JOIN fixes the order), so rows
 // come out by host, instance, seq without sorting the table. A rare kind
@@ -34,11 +30,7 @@ constexpr const char* kKinds[] = {"exec", "fork",     "exit",  "network",
 // `seq` is the column to order by.
 absl::StatusOr<std::string> FromWhere(const EventQuery& q, bool with_envelope,
                                       absl::string_view* seq) {
-  if (!q.kind.empty() &&
-      std::find(std::begin(kKinds), std::end(kKinds), q.kind) == std::end(kKinds))
-    return absl::InvalidArgumentError(absl::StrCat("store: unknown event kind \"", q.kind,
-                                                   "\"; known: ", absl::StrJoin(kKinds, ", ")));
-  if (absl::Status s = CheckRemoteFilter(q.remote); !s.ok()) return s;
+  if (absl::Status s = CheckEventQuery(q); !s.ok()) return s;
   const bool timed = q.since != absl::InfinitePast() || q.until != absl::InfiniteFuture();
   const bool columns = !q.exe.empty() || !q.sha256.empty() || !q.rule.empty() ||
                        !q.container_prefix.empty() || q.remote_port || q.protocol || q.direction;
@@ -109,7 +101,6 @@ absl::StatusOr<std::vector<v1::Envelope>> SqliteStore::Events(const EventQuery& 
   // Filters on decoded rows page in C++; otherwise SQL pages (and with
   // newest_first sorts only the top rows).
   const bool decoded = HasDecodedFilters(q);
-  if (absl::Status s = CheckAlertStatus(q.alert_status); !s.ok()) return s;
   TriageStatuses statuses;
   if (!q.alert_status.empty()) {
     absl::StatusOr<std::vector<TriageRecord>> triage = Triage({});

@@ -1,6 +1,7 @@
 #include "collector/store.h"
 
 #include <algorithm>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
@@ -80,6 +81,51 @@ const v1::Process* EventProcess(const v1::Envelope& env) {
     default:
       return nullptr;
   }
+}
+
+EventColumns ColumnsOf(const v1::Envelope& env) {
+  EventColumns c;
+  if (env.has_alert()) {
+    const v1::Alert& a = env.alert();
+    if (a.has_network()) c.network = &a.network();
+    // The alert's own process is the authority; the network copy may be bare.
+    if (a.has_process()) {
+      c.process = &a.process();
+    } else if (c.network != nullptr && c.network->has_process()) {
+      c.process = &c.network->process();
+    }
+    c.rule = a.rule();
+    c.alert_id = a.id();
+    if (a.has_image()) {
+      c.sha256 = a.image().sha256();
+      c.container_id = a.image().container_id();
+    }
+  } else {
+    if (env.has_network()) c.network = &env.network();
+    const v1::Process* p = EventProcess(env);
+    // An unset process (the default instance) is no process.
+    if (p != nullptr && p != &v1::Process::default_instance()) c.process = p;
+  }
+  if (c.container_id.empty() && c.process != nullptr) c.container_id = c.process->container_id();
+  return c;
+}
+
+absl::Status CheckEventQuery(const EventQuery& q) {
+  // What EnvelopeKind names.
+  static constexpr const char* kKinds[] = {"exec", "fork",     "exit",  "network",
+                                           "loss", "coverage", "alert", "learning"};
+  if (!q.kind.empty() &&
+      std::find(std::begin(kKinds), std::end(kKinds), q.kind) == std::end(kKinds))
+    return absl::InvalidArgumentError(absl::StrCat("store: unknown event kind \"", q.kind,
+                                                   "\"; known: ", absl::StrJoin(kKinds, ", ")));
+  if (absl::Status s = CheckRemoteFilter(q.remote); !s.ok()) return s;
+  return CheckAlertStatus(q.alert_status);
+}
+
+absl::Status CheckTriageRecord(const TriageRecord& record) {
+  if (record.alert_id.empty()) return absl::InvalidArgumentError("store: triage without alert id");
+  if (record.status.empty()) return absl::InvalidArgumentError("store: triage without status");
+  return CheckAlertStatus(record.status);
 }
 
 absl::Status CheckRemoteFilter(absl::string_view remote) {

@@ -124,6 +124,25 @@ struct PairCount {
 // The process an event is about (network, exec, fork, exit, alert); null
 // for other kinds.
 const v1::Process* EventProcess(const v1::Envelope& env);
+// The query columns of an envelope, the same for every backend so filters
+// agree: what each kind says about the process, the connection, the alert.
+// Views into env; empty / null where the kind has no such fact.
+struct EventColumns {
+  const v1::Process* process = nullptr;
+  const v1::NetworkEvent* network = nullptr;
+  absl::string_view sha256;        // alerts: the image's digest
+  absl::string_view rule;          // alerts
+  absl::string_view container_id;  // the alert image's, else the process's
+  absl::string_view alert_id;      // alerts
+};
+EventColumns ColumnsOf(const v1::Envelope& env);
+
+// Checks what a store cannot answer: an unknown kind, a bad remote filter or
+// alert status. Clear InvalidArgument errors.
+absl::Status CheckEventQuery(const EventQuery& q);
+// Checks a triage step before it is stored (alert id and a known status).
+absl::Status CheckTriageRecord(const TriageRecord& record);
+
 // Checks q's remote filter ("" or an IP or a CIDR): clear error otherwise.
 absl::Status CheckRemoteFilter(absl::string_view remote);
 // Whether ip is in remote ("" matches everything; an IP or a CIDR).

@@ -258,6 +258,7 @@ absl::StatusOr<StoreResult> RunStore(const std::string& url, Groups& groups, uin
             "is worthless (too few --events for this fleet?)"));
       r.queries[i].rows = *rows;
     }
+    fprintf(stderr, "store_bench: %s: query run %d of %d done\n", r.where.c_str(), run + 1, runs);
   }
   absl::StatusOr<uint64_t> disk = (*fresh)->CloseAndMeasure();
   if (!disk.ok()) return disk.status();
