@@ -10,8 +10,10 @@
 # the fixture required; the extra arguments are more test properties.
 # SOCKWATCH_TEST_CLICKHOUSE set at configure time names a server to use
 # instead (say, a current ClickHouse release), and no fixture is made.
-include_guard(GLOBAL)
+# GoogleTest first: its discovery script variable is per directory, and the
+# guard below skips this whole file in the second directory that includes it.
 include(GoogleTest)
+include_guard(GLOBAL)
 
 if(DEFINED ENV{SOCKWATCH_TEST_CLICKHOUSE})
   set(SOCKWATCH_TEST_CLICKHOUSE_URL "$ENV{SOCKWATCH_TEST_CLICKHOUSE}" CACHE INTERNAL "")
