@@ -12,137 +12,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "tests/bench/store_bench_catalog.h"
 
 namespace sockwatch::store_bench {
 
 namespace {
 
-// Roles a host can have; an image lists the roles whose hosts run it.
-enum Role : uint8_t { kWeb = 1, kDb = 2, kWorker = 4, kBuild = 8, kK8s = 16, kAll = 31 };
-// Which hosts beyond their role's get an image: rare ones make the rarest-first
-// lists and the "where else did this run" searches mean something.
-enum Spread : uint8_t { kByRole, kOneIn37, kOneIn50Unique, kThreeHosts };
-
-// A bounded set of IPv4 addresses: base .. base + count - 1.
-struct Pool {
-  uint32_t base;
-  uint32_t count;
-};
-constexpr uint32_t Ip(uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
-  return a << 24 | b << 16 | c << 8 | d;
-}
-constexpr Pool kLoopback{Ip(127, 0, 0, 1), 1};
-constexpr Pool kDns{Ip(10, 0, 0, 2), 2};
-constexpr Pool kNtp{Ip(10, 0, 0, 123), 4};
-constexpr Pool kMirrors{Ip(151, 101, 2, 0), 16};
-constexpr Pool kCollector{Ip(10, 0, 5, 10), 1};
-constexpr Pool kBastions{Ip(10, 0, 9, 10), 3};
-constexpr Pool kMonitoring{Ip(10, 0, 7, 20), 2};
-constexpr Pool kLogs{Ip(10, 0, 6, 30), 4};
-constexpr Pool kMail{Ip(10, 0, 6, 25), 2};
-constexpr Pool kConsul{Ip(10, 0, 8, 1), 5};
-constexpr Pool kDatabases{Ip(10, 30, 1, 10), 8};
-constexpr Pool kCaches{Ip(10, 30, 2, 10), 6};
-constexpr Pool kQueues{Ip(10, 30, 3, 10), 5};
-constexpr Pool kBalancers{Ip(10, 40, 0, 10), 8};
-constexpr Pool kAppHosts{Ip(10, 20, 0, 0), 400};
-constexpr Pool kApiServers{Ip(10, 50, 0, 1), 3};
-constexpr Pool kRegistries{Ip(104, 18, 0, 0), 8};
-constexpr Pool kSaas{Ip(52, 84, 0, 0), 64};
-constexpr Pool kGitHub{Ip(140, 82, 112, 3), 4};
-constexpr Pool kTor{Ip(185, 220, 101, 0), 32};  // alert evidence only
-constexpr const char* kSaasCidr = "52.84.0.0/16";
-
-struct Flow {
-  v1::Direction direction;
-  v1::Protocol protocol;
-  uint32_t port;  // the server's: remote outbound, local inbound
-  Pool pool;      // the other end
-};
-constexpr v1::Direction kOut = v1::DIRECTION_OUTBOUND;
-constexpr v1::Direction kIn = v1::DIRECTION_INBOUND;
-constexpr v1::Protocol kTcp = v1::PROTOCOL_TCP;
-constexpr v1::Protocol kUdp = v1::PROTOCOL_UDP;
-
-struct ImageSpec {
-  const char* exe;
-  const char* argv;  // space-separated; %h is the hostname
-  uint8_t roles;
-  Spread spread;
-  int weight;  // share of the host's network events (and of execs, + 1)
-  uint32_t uid;
-  bool hashed;     // the agent knows its sha256
-  bool container;  // runs in a container
-  std::vector<Flow> flows;
-};
-
-// The catalog. Weights are relative within a host; images without flows
-// only exec, fork and exit.
-const std::vector<ImageSpec>& Catalog() {
-  static const auto* catalog = new std::vector<ImageSpec>{
-      // Every host.
-      {"/usr/sbin/sshd", "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups", kAll, kByRole, 3, 0, true, false, {{kIn, kTcp, 22, kBastions}}},
-      {"/usr/lib/systemd/systemd-resolved", "/lib/systemd/systemd-resolved", kAll, kByRole, 14, 101, true, false, {{kOut, kUdp, 53, kDns}}},
-      {"/usr/sbin/chronyd", "/usr/sbin/chronyd -F 1", kAll, kByRole, 1, 0, true, false, {{kOut, kUdp, 123, kNtp}}},
-      {"/usr/lib/apt/methods/http", "/usr/lib/apt/methods/http", kAll, kByRole, 1, 42, true, false, {{kOut, kTcp, 80, kMirrors}, {kOut, kTcp, 443, kMirrors}}},
-      {"/usr/bin/curl", "curl -fsS --max-time 5 https://status.example.net/api/v2/health?host=%h", kAll, kByRole, 3, 1000, true, false, {{kOut, kTcp, 443, kSaas}}},
-      {"/usr/bin/prometheus-node-exporter", "/usr/bin/prometheus-node-exporter --collector.systemd --web.listen-address=:9100", kAll, kByRole, 4, 65534, true, false, {{kIn, kTcp, 9100, kMonitoring}}},
-      {"/opt/fluent-bit/bin/fluent-bit", "/opt/fluent-bit/bin/fluent-bit -c /etc/fluent-bit/fluent-bit.conf", kAll, kByRole, 6, 0, true, false, {{kOut, kTcp, 5044, kLogs}}},
-      {"/usr/sbin/sockwatch-agent", "/usr/sbin/sockwatch-agent --collector=collector.internal:4443 --spool_dir=/var/lib/sockwatch/spool", kAll, kByRole, 2, 0, true, false, {{kOut, kTcp, 4443, kCollector}}},
-      {"/usr/bin/python3.11", "/usr/bin/python3 /usr/bin/unattended-upgrade --download-only", kAll, kByRole, 1, 0, true, false, {{kOut, kTcp, 443, kMirrors}}},
-      {"/usr/sbin/rsyslogd", "/usr/sbin/rsyslogd -n -iNONE", kAll, kByRole, 1, 0, true, false, {{kOut, kUdp, 514, kLogs}}},
-      {"/usr/sbin/snmpd", "/usr/sbin/snmpd -LOw -u Debian-snmp -g Debian-snmp -I -smux mteTrigger -f", kAll, kByRole, 1, 0, true, false, {{kIn, kUdp, 161, kMonitoring}}},
-      {"/usr/bin/consul", "consul agent -config-dir=/etc/consul.d -node=%h", kAll, kByRole, 3, 998, true, false, {{kOut, kTcp, 8300, kConsul}, {kIn, kUdp, 8301, kConsul}}},
-      {"/usr/bin/osqueryd", "/usr/bin/osqueryd --flagfile /etc/osquery/osquery.flags --config_path /etc/osquery/osquery.conf", kAll, kByRole, 1, 0, true, false, {{kOut, kTcp, 443, kSaas}}},
-      {"/usr/lib/postfix/sbin/smtp", "smtp -t unix -u -c", kAll, kByRole, 1, 107, false, false, {{kOut, kTcp, 25, kMail}}},
-      {"/usr/bin/ssh", "ssh -o BatchMode=yes -i /root/.ssh/backup_ed25519 backup@10.0.9.10 true", kAll, kByRole, 1, 0, true, false, {{kOut, kTcp, 22, kBastions}}},
-      {"/usr/bin/bash", "-bash", kAll, kByRole, 0, 1000, true, false, {}},
-      {"/usr/sbin/cron", "/usr/sbin/cron -f", kAll, kByRole, 0, 0, true, false, {}},
-      {"/usr/bin/sudo", "sudo -n /usr/sbin/service nginx reload", kAll, kByRole, 0, 1000, true, false, {}},
-      {"/usr/sbin/logrotate", "/usr/sbin/logrotate /etc/logrotate.conf", kAll, kByRole, 0, 0, true, false, {}},
-      {"/usr/bin/gzip", "gzip -9 /var/log/syslog.1", kAll, kByRole, 0, 0, true, false, {}},
-      {"/usr/bin/systemctl", "systemctl is-active --quiet nginx.service", kAll, kByRole, 0, 0, true, false, {}},
-      {"/usr/bin/find", "find /var/tmp -mtime +7 -type f -delete", kAll, kByRole, 0, 0, true, false, {}},
-      {"/usr/bin/dig", "dig +short collector.internal", kAll, kByRole, 1, 1000, true, false, {{kOut, kUdp, 53, kDns}}},
-      // Web front ends.
-      {"/usr/sbin/nginx", "nginx: worker process", kWeb, kByRole, 30, 33, true, false, {{kIn, kTcp, 443, kBalancers}, {kIn, kTcp, 80, kBalancers}, {kOut, kTcp, 8080, kLoopback}}},
-      {"/usr/lib/jvm/java-17-openjdk-amd64/bin/java", "java -Xms2g -Xmx2g -XX:+UseG1GC -jar /opt/shop/shop-api.jar --server.port=8080 --spring.profiles.active=prod", kWeb, kByRole, 35, 1001, true, false, {{kIn, kTcp, 8080, kLoopback}, {kOut, kTcp, 5432, kDatabases}, {kOut, kTcp, 6379, kCaches}, {kOut, kTcp, 9092, kQueues}}},
-      // Databases.
-      {"/usr/lib/postgresql/15/bin/postgres", "postgres: 15/main: shop shop 10.20.3.7(52144) idle", kDb, kByRole, 50, 105, true, false, {{kIn, kTcp, 5432, kAppHosts}, {kOut, kTcp, 5432, kDatabases}}},
-      {"/usr/bin/pgbackrest", "pgbackrest --stanza=main archive-push pg_wal/000000010000002A000000F1", kDb, kByRole, 3, 105, true, false, {{kOut, kTcp, 443, kSaas}}},
-      // Queue workers.
-      {"/usr/bin/python3.11", "/usr/bin/python3 -m celery -A jobs worker --loglevel=INFO --concurrency=8 -n worker@%h", kWorker, kByRole, 40, 1002, true, false, {{kOut, kTcp, 6379, kCaches}, {kOut, kTcp, 5432, kDatabases}, {kOut, kTcp, 443, kSaas}}},
-      {"/usr/bin/ffmpeg", "ffmpeg -nostdin -i /srv/jobs/in/clip.mov -c:v libx264 -preset fast /srv/jobs/out/clip.mp4", kWorker, kByRole, 0, 1002, true, false, {}},
-      // Build machines.
-      {"/usr/bin/git", "git fetch --prune --tags origin", kBuild, kByRole, 8, 1003, true, false, {{kOut, kTcp, 443, kGitHub}, {kOut, kTcp, 22, kGitHub}}},
-      {"/usr/bin/dockerd", "/usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock", kBuild, kByRole, 10, 0, true, false, {{kOut, kTcp, 443, kRegistries}}},
-      {"/usr/lib/jvm/java-17-openjdk-amd64/bin/java", "java -Xmx4g -cp /root/.gradle/wrapper/dists/gradle-8.5-bin/gradle-launcher-8.5.jar org.gradle.launcher.daemon.bootstrap.GradleDaemon 8.5", kBuild, kByRole, 15, 1003, true, false, {{kOut, kTcp, 443, kMirrors}, {kOut, kTcp, 443, kSaas}}},
-      {"/usr/bin/make", "make -j8 all", kBuild, kByRole, 0, 1003, true, false, {}},
-      {"/usr/bin/x86_64-linux-gnu-gcc-12", "gcc -O2 -g -c src/main.c -o build/main.o", kBuild, kByRole, 0, 1003, true, false, {}},
-      // Kubernetes nodes.
-      {"/usr/bin/kubelet", "/usr/bin/kubelet --config=/var/lib/kubelet/config.yaml --hostname-override=%h", kK8s, kByRole, 20, 0, true, false, {{kOut, kTcp, 6443, kApiServers}, {kIn, kTcp, 10250, kApiServers}}},
-      {"/usr/bin/containerd", "/usr/bin/containerd", kK8s, kByRole, 3, 0, true, false, {{kOut, kTcp, 443, kRegistries}}},
-      {"/usr/local/bin/kube-proxy", "/usr/local/bin/kube-proxy --config=/var/lib/kube-proxy/config.conf --hostname-override=%h", kK8s, kByRole, 4, 0, true, true, {{kOut, kTcp, 6443, kApiServers}}},
-      {"/app/bin/checkout-svc", "/app/bin/checkout-svc --listen=:8443 --db=postgres://checkout@10.30.1.10/checkout", kK8s, kByRole, 30, 10001, true, true, {{kIn, kTcp, 8443, kBalancers}, {kOut, kTcp, 5432, kDatabases}, {kOut, kTcp, 9092, kQueues}}},
-      {"/usr/local/bin/node", "node --max-old-space-size=1024 /app/server.js", kK8s, kByRole, 20, 10002, false, true, {{kIn, kTcp, 3000, kBalancers}, {kOut, kTcp, 443, kSaas}, {kOut, kTcp, 6379, kCaches}}},
-      // Rare: a vendor agent on 1 host in 37, a per-host tool (its own path on
-      // 1 host in 50), and an implant on 3 hosts.
-      {"/opt/acme-backup/bin/acme-backupd", "/opt/acme-backup/bin/acme-backupd --config /etc/acme-backup.yml", kAll, kOneIn37, 3, 0, true, false, {{kOut, kTcp, 443, kSaas}}},
-      {"/home/ops/bin/%h/rsync-helper", "/home/ops/bin/%h/rsync-helper --push /srv/data", kAll, kOneIn50Unique, 1, 1000, false, false, {{kOut, kTcp, 873, kAppHosts}}},
-      {"/tmp/.ICE-unix/.kworker", "[kworker/u8:2]", kAll, kThreeHosts, 1, 33, true, false, {{kOut, kTcp, 4444, kTor}}},
-  };
-  return *catalog;
-}
 // Images the queries ask about, by catalog index.
-size_t IndexOf(absl::string_view exe) {
-  const auto& catalog = Catalog();
-  for (size_t i = 0; i < catalog.size(); ++i)
-    if (catalog[i].exe == exe) return i;
-  return catalog.size();
-}
 const size_t kCurl = IndexOf("/usr/bin/curl");  // on every host, prevalence queries
 const size_t kResolved = IndexOf("/usr/lib/systemd/systemd-resolved");  // every host, busy
-const size_t kImplant = IndexOf("/tmp/.ICE-unix/.kworker");  // on three hosts
+const size_t kImplant = IndexOf("/tmp/.ICE-unix/.kworker");             // on three hosts
 
 uint64_t Mix(uint64_t x) {  // splitmix64: cheap, deterministic per input
   x += 0x9e3779b97f4a7c15;
@@ -243,7 +122,8 @@ Fleet::Fleet(const FleetOptions& options) : options_(options) {
     host->id = Hex(HashText("machine-id") + h, 32);  // like /etc/machine-id
     host->instance = Hex(HashText("instance") + h, 16);
     static constexpr const char* kRoleNames[] = {"web", "db", "worker", "build", "k8s"};
-    static constexpr uint8_t kRoles[] = {kWeb, kWeb, kWeb, kWeb, kDb, kWorker, kWorker, kBuild, kK8s, kK8s};
+    static constexpr uint8_t kRoles[] = {kWeb,    kWeb,    kWeb,   kWeb, kDb,
+                                         kWorker, kWorker, kBuild, kK8s, kK8s};
     const uint8_t role = kRoles[h % 10];
     host->hostname = absl::StrCat(kRoleNames[std::countr_zero(role)], "-", h, ".prod.example.net");
     host->kernel = h % 3 ? "6.1.0-18-amd64" : "6.1.0-21-amd64";
@@ -266,8 +146,8 @@ Fleet::Fleet(const FleetOptions& options) : options_(options) {
       for (absl::string_view a : absl::StrSplit(spec.argv, ' '))
         im.argv.push_back(absl::StrReplaceAll(a, {{"%h", host->hostname}}));
       // One host in 20 runs another build of each binary: two digests per path.
-      if (spec.hashed) im.sha256 = Hex(HashText(im.exe) + (h % 20 == 3 ? 2 : 1), 64);
-      if (spec.container) im.container_id = Hex(HashText(im.exe) ^ Mix(h), 64);
+      if (spec.traits & kHashed) im.sha256 = Hex(HashText(im.exe) + (h % 20 == 3 ? 2 : 1), 64);
+      if (spec.traits & kContainer) im.container_id = Hex(HashText(im.exe) ^ Mix(h), 64);
       im.comm = im.exe.substr(im.exe.rfind('/') + 1).substr(0, 15);
       im.pid = 300 + static_cast<uint32_t>((HashText(im.exe) + c * 7919 + h) % 60000);
       im.start_ns = host->boot_ns + static_cast<int64_t>(Mix(c + h) % 600) * 1'000'000'000;
@@ -313,8 +193,8 @@ WriteGroup Fleet::Next(size_t n) {
     cursor_ = (cursor_ + 1) % hosts_.size();
     // A whole agent batch, unless the Write is full (the group commit
     // then leaves the batch for the next Write; here it is split instead).
-    const uint64_t take = std::min<uint64_t>(
-        {batch, host.total - host.emitted, n - group.envelopes.size()});
+    const uint64_t take =
+        std::min<uint64_t>({batch, host.total - host.emitted, n - group.envelopes.size()});
     for (uint64_t i = 0; i < take; ++i) Emit(host, group);
     emitted_ += take;
   }
@@ -327,8 +207,8 @@ void Fleet::Emit(Host& host, WriteGroup& group) {
   // Spread over the span, hosts staggered, strictly increasing per host.
   const int64_t span_ns = absl::ToInt64Nanoseconds(options_.span);
   const int64_t now_ns = absl::ToUnixNanos(options_.start) +
-                         static_cast<int64_t>((static_cast<double>(j) + host.index /
-                                               static_cast<double>(hosts_.size())) /
+                         static_cast<int64_t>((static_cast<double>(j) +
+                                               host.index / static_cast<double>(hosts_.size())) /
                                               static_cast<double>(host.total) * span_ns) +
                          static_cast<int64_t>(j % 1000);
   env->set_host_id(host.id);
@@ -348,7 +228,6 @@ void Fleet::Emit(Host& host, WriteGroup& group) {
     SetTime(loss->mutable_first_time(), now_ns - 2'000'000'000);
     SetTime(loss->mutable_last_time(), now_ns - 1'000'000'000);
     ++counts_.losses;
-    if (targets_.loss_host.empty()) targets_.loss_host = host.id;
   } else if (const uint64_t roll = host.Roll(1000); roll < 85) {
     // Process lifecycle, 8.5%: exec 4, exit 3.5, fork 1.
     const uint32_t w = static_cast<uint32_t>(host.Roll(host.exec_weight.back()));
@@ -401,8 +280,7 @@ void FillProcess(const HostImage& im, size_t i, v1::Process* p) {
 
 // community_id-shaped: "1:" and 28 base64 characters.
 std::string CommunityId(uint64_t seed) {
-  static constexpr char k64[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static constexpr char k64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out = "1:";
   for (int i = 0; i < 27; ++i) {
     if (i % 10 == 0) seed = Mix(seed);
@@ -479,9 +357,9 @@ void Fleet::FillAlert(Host& host, int64_t now_ns, v1::Envelope& env) {
   const uint32_t remote = implant ? kTor.base + static_cast<uint32_t>(host.Roll(kTor.count))
                                   : kSaas.base + static_cast<uint32_t>(host.Roll(kSaas.count));
   const uint32_t port = implant ? 4444 : 8443;
-  a->set_summary(absl::StrCat(im.exe, " connected to ", IpText(remote), ":", port,
-                              implant ? " from a world-writable directory"
-                                      : ", a destination it never used"));
+  a->set_summary(
+      absl::StrCat(im.exe, " connected to ", IpText(remote), ":", port,
+                   implant ? " from a world-writable directory" : ", a destination it never used"));
   FillProcess(im, i, a->mutable_process());
   v1::ImageIdentity* image = a->mutable_image();
   image->set_exe(im.exe);

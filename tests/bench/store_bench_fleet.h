@@ -37,15 +37,14 @@ struct FleetOptions {
 // What the benchmark's queries ask about, chosen from the fleet so that each
 // answer is non-empty (at a size where the fleet has such things at all).
 struct FleetTargets {
-  std::string history_host;     // a host in the middle of the fleet
-  absl::Time history_since;     // the start of an hour in the middle of the day
-  std::string rare_exe;         // an image on 3 hosts
-  std::string common_exe;       // an image on every host
-  std::string common_sha256;    // digest of an image on most hosts
-  std::string common_cidr;      // where that image connects to
-  std::string exclude_host;     // left out of counts, as alert enrichment does
-  std::string loss_host;        // a host that reported a loss
-  v1::Envelope sample_alert;    // an alert with network evidence
+  std::string history_host;   // a host in the middle of the fleet
+  absl::Time history_since;   // the start of an hour in the middle of the day
+  std::string rare_exe;       // an image on 3 hosts
+  std::string common_exe;     // an image on every host
+  std::string common_sha256;  // digest of an image on most hosts
+  std::string common_cidr;    // where that image connects to
+  std::string exclude_host;   // left out of counts, as alert enrichment does
+  v1::Envelope sample_alert;  // an alert with network evidence
 };
 
 // How many envelopes of each kind, and their serialized size.
@@ -89,7 +88,7 @@ class Fleet {
 
   FleetOptions options_;
   std::vector<std::unique_ptr<Host>> hosts_;
-  size_t cursor_ = 0;    // the host whose batch comes next
+  size_t cursor_ = 0;  // the host whose batch comes next
   uint64_t emitted_ = 0;
   FleetTargets targets_;
   FleetCounts counts_;

@@ -27,11 +27,12 @@ double ThreadCpuSeconds() {
 // The one number a ClickHouse query returns.
 absl::StatusOr<uint64_t> SelectNumber(clickhouse::Client& client, const std::string& sql) {
   uint64_t n = 0;
-  absl::Status s = client.Select(sql, {8}, "store_bench",
-                                 [&](absl::Span<const absl::string_view> row) -> absl::StatusOr<bool> {
-                                   n = clickhouse::Fixed<uint64_t>(row[0]);
-                                   return true;
-                                 });
+  absl::Status s =
+      client.Select(sql, {8}, "store_bench",
+                    [&](absl::Span<const absl::string_view> row) -> absl::StatusOr<bool> {
+                      n = clickhouse::Fixed<uint64_t>(row[0]);
+                      return true;
+                    });
   if (!s.ok()) return s;
   return n;
 }
@@ -88,9 +89,9 @@ FreshStore::~FreshStore() {
 std::string FreshStore::Parts() {
   if (!clickhouse_) return "";
   absl::StatusOr<uint64_t> parts = SelectNumber(
-      *clickhouse_, absl::StrCat("SELECT count() FROM system.parts WHERE active AND database = ",
-                                 clickhouse::Quote(clickhouse_->endpoint().database),
-                                 " AND table = 'events'"));
+      *clickhouse_,
+      absl::StrCat("SELECT count() FROM system.parts WHERE active AND database = ",
+                   clickhouse::Quote(clickhouse_->endpoint().database), " AND table = 'events'"));
   return parts.ok() ? absl::StrCat(*parts, " active parts in events")
                     : std::string(parts.status().message());
 }
@@ -98,10 +99,10 @@ std::string FreshStore::Parts() {
 absl::StatusOr<uint64_t> FreshStore::CloseAndMeasure() {
   store_.reset();
   if (clickhouse_)
-    return SelectNumber(
-        *clickhouse_, absl::StrCat("SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND "
-                                   "database = ",
-                                   clickhouse::Quote(clickhouse_->endpoint().database)));
+    return SelectNumber(*clickhouse_,
+                        absl::StrCat("SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND "
+                                     "database = ",
+                                     clickhouse::Quote(clickhouse_->endpoint().database)));
   std::error_code ec;
   uint64_t bytes = 0;
   for (const char* suffix : {"", "-wal"}) {
