@@ -102,7 +102,19 @@ int Agent::OnRecord(void* ctx, void* data, size_t size) {
   arena_opts.initial_block_size = sizeof(block);
   google::protobuf::Arena arena(arena_opts);
   v1::Envelope* env = google::protobuf::Arena::CreateMessage<v1::Envelope>(&arena);
-  auto ok = self->decoder_.Decode(absl::MakeConstSpan(static_cast<const uint8_t*>(data), size), env);
+  const auto rec = absl::MakeConstSpan(static_cast<const uint8_t*>(data), size);
+  if (Decoder::IsPacket(rec)) {
+    auto pkt = Decoder::DecodePacket(rec);
+    if (!pkt.ok()) {
+      ++self->decode_errors_;
+      fprintf(stderr, "sockwatch-agent: dropped a malformed packet record: %s\n",
+              std::string(pkt.status().message()).c_str());
+    } else if (self->pipeline_) {
+      self->pipeline_->OnPacket(*pkt, [self](v1::Envelope& out) { self->Emit(out); });
+    }
+    return 0;
+  }
+  auto ok = self->decoder_.Decode(rec, env);
   if (!ok.ok()) {
     ++self->decode_errors_;
     fprintf(stderr, "sockwatch-agent: dropped a malformed record: %s\n",
@@ -284,9 +296,36 @@ void Agent::ReportLoss() {
   loss_window_start_ns_ = now;
 }
 
+void Agent::InspectTick(PacketProbe* pk) {
+  if (!pipeline_) return;
+  auto orphans = pk->ReadOrphans();
+  if (!orphans.ok()) {
+    fprintf(stderr, "sockwatch-agent: read orphan counters: %s\n", std::string(orphans.status().message()).c_str());
+    orphans = std::vector<OrphanSource>{};
+  }
+  pipeline_->InspectTick(absl::Now(), *orphans, [this](v1::Envelope& out) { Emit(out); });
+}
+
+// New interfaces are inspected as they come up; the coverage says so.
+void Agent::RefreshInterfaces(PacketProbe* pk) {
+  auto changed = pk->Refresh();
+  if (!changed.ok()) {
+    fprintf(stderr, "sockwatch-agent: refresh inspected interfaces: %s\n",
+            std::string(changed.status().message()).c_str());
+    return;
+  }
+  if (!*changed) return;
+  probes_->UpdatePacketCoverage();
+  v1::Envelope cov;
+  *cov.mutable_coverage() = probes_->coverage();
+  Emit(cov);
+}
+
 absl::Status Agent::Run() {
   const absl::Time deadline = absl::Now() + opts_.run_for;
   absl::Time next_loss = absl::Now() + opts_.loss_interval;
+  absl::Time next_inspect = absl::Now() + kInspectInterval;
+  absl::Time next_refresh = absl::Now() + kInterfaceRefresh;
   const int poll_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(opts_.drain_interval));
   while (!stop_.load() && absl::Now() < deadline) {
     // Records are submitted without wakeups (batching); poll wakes on the
@@ -302,6 +341,14 @@ absl::Status Agent::Run() {
       if (pipeline_) pipeline_->Tick(absl::Now(), [this](v1::Envelope& out) { Emit(out); });
       table_.Expire(BootClock::NowBootNs());
       next_loss = absl::Now() + opts_.loss_interval;
+    }
+    if (PacketProbe* pk = probes_->packet(); pk && absl::Now() >= next_inspect) {
+      InspectTick(pk);
+      next_inspect = absl::Now() + kInspectInterval;
+      if (absl::Now() >= next_refresh) {
+        RefreshInterfaces(pk);
+        next_refresh = absl::Now() + kInterfaceRefresh;
+      }
     }
   }
   // Detach first, then drain fully: nothing the kernel recorded is left behind.

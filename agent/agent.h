@@ -26,6 +26,9 @@ namespace sockwatch {
 // Loss.reason of records the spool to the collector lost (overflow while the
 // collector was unreachable, or damaged on disk).
 inline constexpr char kSpoolLossReason[] = "spool";
+// How often waiting flows and orphan counters are judged, and interfaces rescanned.
+inline constexpr absl::Duration kInspectInterval = absl::Milliseconds(250);
+inline constexpr absl::Duration kInterfaceRefresh = absl::Seconds(2);
 
 struct AgentOptions {
   ProbeOptions probes;
@@ -81,6 +84,8 @@ class Agent {
   void Emit(v1::Envelope& env);
   void EmitSnapshot();
   void ReportLoss();
+  void InspectTick(PacketProbe* pk);
+  void RefreshInterfaces(PacketProbe* pk);
   // Container id of a cgroup (cached; "" on the host).
   const std::string& ContainerOf(uint64_t cgroup_id);
 

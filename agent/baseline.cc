@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/protocols.h"
 
 namespace sockwatch {
 namespace {
@@ -137,8 +138,9 @@ AddrClass ClassifyAddress(absl::string_view ip, const std::vector<Subnet>& subne
 }
 
 uint64_t Behavior::Code() const {
+  const uint8_t low = kind == kSpeaks ? app_protocol : static_cast<uint8_t>(addr_class);
   return uint64_t(direction & 0x3) << 40 | uint64_t(protocol & 0x3) << 36 | uint64_t(kind & 0x3) << 32 |
-         uint64_t(port) << 8 | uint64_t(addr_class);
+         uint64_t(port) << 8 | uint64_t(low);
 }
 
 Behavior Behavior::FromCode(uint64_t c) {
@@ -147,13 +149,19 @@ Behavior Behavior::FromCode(uint64_t c) {
   b.protocol = static_cast<v1::Protocol>((c >> 36) & 0x3);
   b.kind = static_cast<Kind>((c >> 32) & 0x3);
   b.port = (c >> 8) & 0xffff;
-  b.addr_class = static_cast<AddrClass>(c & 0xff);
+  if (b.kind == kSpeaks)
+    b.app_protocol = c & 0xff;
+  else
+    b.addr_class = static_cast<AddrClass>(c & 0xff);
   return b;
 }
 
 std::string Behavior::Describe() const {
   const char* proto = protocol == v1::PROTOCOL_TCP ? "tcp" : "udp";
   if (kind == kListen) return absl::StrFormat("listening on %s port %d", proto, port);
+  if (kind == kSpeaks)
+    return absl::StrFormat("speaks %s on %s port %d (%s)", ProtoName(static_cast<Proto>(app_protocol)), proto, port,
+                           direction == v1::DIRECTION_INBOUND ? "server" : "client");
   if (direction == v1::DIRECTION_INBOUND)
     return absl::StrFormat("inbound %s on port %d from a %s address", proto, port, AddrClassName(addr_class));
   return absl::StrFormat("outbound %s to port %d (%s address)", proto, port, AddrClassName(addr_class));
@@ -318,6 +326,20 @@ Observation Baseline::Observe(absl::string_view key, absl::string_view sha256, c
   bit->second.dirty = true;
   EvictIfFull();
   return obs;
+}
+
+std::vector<uint8_t> Baseline::SpokenOn(absl::string_view key, v1::Direction direction, v1::Protocol protocol,
+                                       uint16_t port) const {
+  std::vector<uint8_t> out;
+  auto it = images_.find(key);
+  if (it == images_.end()) return out;
+  for (const auto& [code, rec] : it->second.behaviors) {
+    const Behavior b = Behavior::FromCode(code);
+    if (b.kind == Behavior::kSpeaks && b.direction == direction && b.protocol == protocol && b.port == port)
+      out.push_back(b.app_protocol);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::string Baseline::KeyWithSha(absl::string_view sha256, absl::string_view except_key) const {

@@ -43,12 +43,15 @@ AddrClass ClassifyAddress(absl::string_view ip, const std::vector<Subnet>& local
 
 // One network behaviour of an image, packed into 64 bits.
 struct Behavior {
-  enum Kind : uint8_t { kFlow = 0, kListen = 1 };
+  // kSpeaks: protocol inspection saw the image speak `app_protocol` (agent/
+  // protocols.h Proto) with `port` as the service port.
+  enum Kind : uint8_t { kFlow = 0, kListen = 1, kSpeaks = 2 };
   v1::Direction direction = v1::DIRECTION_UNSPECIFIED;
   v1::Protocol protocol = v1::PROTOCOL_UNSPECIFIED;
   Kind kind = kFlow;
   uint16_t port = 0;  // remote port (outbound), local port (inbound, listen)
   AddrClass addr_class = AddrClass::kUnspecified;  // of the remote; unspecified for listen
+  uint8_t app_protocol = 0;  // kSpeaks only (packed where addr_class goes)
 
   uint64_t Code() const;
   static Behavior FromCode(uint64_t code);
@@ -84,6 +87,10 @@ class Baseline {
   // A network act of the image.
   Observation Observe(absl::string_view key, absl::string_view sha256, const Behavior& b,
                       absl::Time now);
+  // kSpeaks behaviours of the image with this direction, transport and port:
+  // the protocols it spoke there (empty when none or the image is unknown).
+  std::vector<uint8_t> SpokenOn(absl::string_view key, v1::Direction direction, v1::Protocol protocol,
+                                uint16_t port) const;
   // Another image key already known with these bytes ("" when none).
   std::string KeyWithSha(absl::string_view sha256, absl::string_view except_key) const;
 

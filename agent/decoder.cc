@@ -35,6 +35,12 @@ static_assert(sizeof(sw_exit) == 72 && offsetof(sw_exit, exit_code) == 64);
 static_assert(offsetof(sw_net, saddr) == 64 && offsetof(sw_net, daddr) == 80);
 static_assert(offsetof(sw_net, sport) == 96 && offsetof(sw_net, outcome) == 104);
 static_assert(offsetof(sw_net, sock_cookie) == 112 && sizeof(sw_net) == 144);
+static_assert(offsetof(sw_payload, saddr) == 64 && offsetof(sw_payload, sport) == 96);
+static_assert(offsetof(sw_payload, ifindex) == 104 && offsetof(sw_payload, sock_cookie) == 112);
+static_assert(offsetof(sw_payload, len) == 128 && offsetof(sw_payload, data) == 136);
+static_assert(sizeof(sw_payload) == 136 + SW_SAMPLE_MAX);
+static_assert(offsetof(sw_orphan, sport) == 48 && offsetof(sw_orphan, ifindex) == 56);
+static_assert(offsetof(sw_orphan, sock_cookie) == 64 && sizeof(sw_orphan) == 80);
 
 template <typename T>
 absl::StatusOr<T> Read(absl::Span<const uint8_t> rec, const char* what) {
@@ -250,6 +256,79 @@ static void UnmapV4(sw_net* e) {
   std::memmove(e->daddr, e->daddr + 12, 4);
   std::memset(e->saddr + 4, 0, 12);
   std::memset(e->daddr + 4, 0, 12);
+}
+
+const char* OrphanPatternName(int p) {
+  static constexpr const char* kNames[SW_ORPHAN_MAX] = {"null", "fin",     "xmas", "ack",       "rst",
+                                                        "syn_ack", "other", "udp",  "dns_answer"};
+  return p >= 0 && p < SW_ORPHAN_MAX ? kNames[p] : "unknown";
+}
+
+bool Decoder::IsPacket(absl::Span<const uint8_t> rec) {
+  if (rec.size() < sizeof(sw_header)) return false;
+  uint16_t kind;
+  std::memcpy(&kind, rec.data(), sizeof(kind));
+  return kind == SW_KIND_PAYLOAD || kind == SW_KIND_ORPHAN;
+}
+
+namespace {
+
+template <typename T>
+void FillTuple(const T& e, PacketRecord* r) {
+  const size_t alen = e.family == AF_INET6 ? 16 : 4;
+  r->protocol = e.protocol == IPPROTO_TCP ? v1::PROTOCOL_TCP : v1::PROTOCOL_UDP;
+  r->ip_version = e.family == AF_INET6 ? 6 : 4;
+  r->src_ip = IpString(e.family, e.saddr);
+  r->dst_ip = IpString(e.family, e.daddr);
+  r->src_addr.assign(e.saddr, e.saddr + alen);
+  r->dst_addr.assign(e.daddr, e.daddr + alen);
+  r->src_port = e.sport;
+  r->dst_port = e.dport;
+  r->ifindex = e.ifindex;
+  r->cookie = e.sock_cookie;
+  r->tcp_flags = e.tcp_flags;
+}
+
+}  // namespace
+
+absl::StatusOr<PacketRecord> Decoder::DecodePacket(absl::Span<const uint8_t> rec) {
+  if (rec.size() < sizeof(sw_header)) return absl::InvalidArgumentError("short packet record");
+  sw_header h;
+  std::memcpy(&h, rec.data(), sizeof(h));
+  PacketRecord r;
+  r.boot_ns = h.ts_ns;
+  if (h.kind == SW_KIND_PAYLOAD) {
+    auto e = Read<sw_payload>(rec, "payload");
+    if (!e.ok()) return e.status();
+    if (e->len > SW_SAMPLE_MAX)
+      return absl::InvalidArgumentError(absl::StrCat("payload record says ", e->len, " bytes"));
+    if (e->family != AF_INET && e->family != AF_INET6)
+      return absl::InvalidArgumentError(absl::StrCat("payload record with address family ", e->family));
+    r.kind = PacketRecord::kPayload;
+    FillTuple(*e, &r);
+    r.ingress = e->direction == SW_DIR_INBOUND;
+    r.owner_tgid = e->task.tgid;
+    r.owner_start_ns = e->task.start_ns;
+    r.from_client = e->from_client;
+    r.offset = e->offset;
+    r.wire_len = e->wire_len;
+    r.segment = e->segment;
+    r.data.assign(reinterpret_cast<const char*>(e->data), e->len);
+    return r;
+  }
+  if (h.kind == SW_KIND_ORPHAN) {
+    auto e = Read<sw_orphan>(rec, "orphan");
+    if (!e.ok()) return e.status();
+    if (e->family != AF_INET && e->family != AF_INET6)
+      return absl::InvalidArgumentError(absl::StrCat("orphan record with address family ", e->family));
+    r.kind = PacketRecord::kOrphan;
+    FillTuple(*e, &r);
+    r.ingress = true;
+    r.pattern = e->pattern;
+    r.source_total = e->source_total;
+    return r;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("record kind ", h.kind, " is not a packet record"));
 }
 
 absl::StatusOr<bool> Decoder::DecodeNet(absl::Span<const uint8_t> rec, v1::Envelope* out) {

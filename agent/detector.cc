@@ -115,11 +115,7 @@ void Detector::Observe(const v1::Envelope& env, std::vector<v1::Alert>* out) {
   // A repeat inside its window is only counted: check before building the
   // alert (ancestry, copies), which costs far more than the check.
   const std::string key = absl::StrCat(rule, "|", id.key(), "|", b->Code());
-  if (auto w = windows_.find(key); w != windows_.end() && now < w->second.ends) {
-    ++deduplicated_;
-    w->second.last.set_occurrences(w->second.last.occurrences() + 1);
-    return;
-  }
+  if (Repeat(key, now)) return;
   const std::string what = b->Describe();
   std::string summary;
   if (rule == "suspicious_image_network") {
@@ -159,6 +155,23 @@ void Detector::Observe(const v1::Envelope& env, std::vector<v1::Alert>* out) {
   a.set_occurrences(1);
   a.set_maybe_incomplete(NearLoss(now));
   Raise(std::move(a), key, now, out);
+}
+
+bool Detector::Repeat(const std::string& key, absl::Time now) {
+  auto w = windows_.find(key);
+  if (w == windows_.end() || now >= w->second.ends) return false;
+  ++deduplicated_;
+  w->second.last.set_occurrences(w->second.last.occurrences() + 1);
+  return true;
+}
+
+void Detector::RaiseFrom(v1::Alert alert, const std::string& key, absl::Time now, std::vector<v1::Alert>* out) {
+  if (Repeat(key, now)) return;
+  if (alert.has_process() && !alert.process().unknown())
+    for (v1::Process& anc : Ancestors(alert.process())) *alert.add_ancestors() = std::move(anc);
+  alert.set_occurrences(1);
+  alert.set_maybe_incomplete(NearLoss(now));
+  Raise(std::move(alert), key, now, out);
 }
 
 void Detector::Raise(v1::Alert alert, const std::string& key, absl::Time now,

@@ -47,6 +47,13 @@ class Detector {
 
   // Feeds one envelope; alerts it raises are appended to out.
   void Observe(const v1::Envelope& env, std::vector<v1::Alert>* out);
+  // Raises an alert another detector built (protocol inspection): adds the
+  // ancestry of its process (when it has one) and loss proximity, then
+  // de-duplicates by key like the detector's own alerts.
+  void RaiseFrom(v1::Alert alert, const std::string& dedup_key, absl::Time now, std::vector<v1::Alert>* out);
+  // True, and the repeat counted, when key is inside its de-duplication
+  // window: check before building an alert that costs something.
+  bool Repeat(const std::string& dedup_key, absl::Time now);
   // Events were lost between first and last.
   void NoteLoss(absl::Time first, absl::Time last);
   // Emits the repeat summaries of de-duplication windows closed by now.

@@ -3,6 +3,7 @@
 #include <csignal>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -10,6 +11,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include <iostream>
 
@@ -69,6 +71,19 @@ ABSL_FLAG(absl::Duration, reconnect_max, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(5),
           "On stop, how long to wait for the collector to acknowledge what is spooled");
 ABSL_FLAG(std::string, host_id, "", "Host id on every event (default: /etc/machine-id, else the hostname)");
+ABSL_FLAG(std::string, inspect_interfaces, "all",
+          "Protocol inspection (tc): 'all' = every non-loopback Ethernet interface that is up, new ones "
+          "picked up as they come; a comma-separated list of names; or 'none' (off). Needs --detect");
+ABSL_FLAG(std::string, inspect_netns, "",
+          "Inspect the interfaces of this network namespace (e.g. /run/netns/NAME) instead of the agent's own");
+ABSL_FLAG(uint32_t, inspect_bytes, 256, "Protocol inspection: first payload bytes per flow direction (1-1024)");
+ABSL_FLAG(uint32_t, inspect_segments, 3, "Protocol inspection: over at most this many segments (1-16)");
+ABSL_FLAG(std::string, protocols, "",
+          "Protocol table (YAML: which protocol each well-known port expects); default: the built-in "
+          "table, deploy/protocols.yaml");
+ABSL_FLAG(uint64_t, orphan_threshold, 20,
+          "orphan_packets: alert when one source sends this many packets outside established flows...");
+ABSL_FLAG(absl::Duration, orphan_window, absl::Seconds(10), "... within this window");
 
 namespace {
 
@@ -104,14 +119,27 @@ int main(int argc, char** argv) {
   absl::SetFlagsUsageConfig(cfg);
   absl::SetProgramUsageMessage(
       "records which process, with which command line, talked to whom.\n"
-      "Loads eBPF probes (exec/fork/exit, TCP connect/accept/listen/close, UDP send/recv)\n"
-      "and prints one event per line. Runs as root on Linux >= 5.17 with BTF and cgroup v2.\n\n"
+      "Loads eBPF probes (exec/fork/exit, TCP connect/accept/listen/close, UDP send/recv,\n"
+      "tc inspection of first payload bytes and orphan packets) and prints one event per line. Runs as root on Linux >= 5.17 with BTF and cgroup v2.\n\n"
       "Usage: sockwatch-agent [--print=json|text|none] [flags]\n"
       "       sockwatch-agent history [--since 2h] [--exe PATH] [--pid N] [--remote CIDR] [--port N] [--json]\n"
       "       sockwatch-agent exceptions review|check --exceptions=FILE\n"
       "       sockwatch-agent --collector=HOST:PORT [--tls_ca --tls_cert --tls_key] [--print=none]\n"
       "(each subcommand has its own --help)");
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  // --flag-name is accepted for --flag_name (the issue texts and many users
+  // write dashes).
+  std::vector<std::string> normalized(argv, argv + argc);
+  for (size_t i = 1; i < normalized.size(); ++i) {
+    std::string& a = normalized[i];
+    if (a == "--") break;
+    if (a.rfind("--", 0) != 0) continue;
+    const size_t end = std::min(a.find('='), a.size());
+    std::replace(a.begin() + 2, a.begin() + end, '-', '_');
+  }
+  std::vector<char*> nargv;
+  for (std::string& a : normalized) nargv.push_back(a.data());
+  nargv.push_back(nullptr);
+  std::vector<char*> rest = absl::ParseCommandLine(argc, nargv.data());
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "' (see --help)"));
 
   auto format = sockwatch::ParsePrintFormat(absl::GetFlag(FLAGS_print));
@@ -148,6 +176,24 @@ int main(int argc, char** argv) {
   opts.pipeline.history = absl::GetFlag(FLAGS_history);
   opts.pipeline.history_max_age = absl::GetFlag(FLAGS_history_max_age);
   opts.pipeline.history_max_bytes = absl::GetFlag(FLAGS_history_max_bytes);
+  const std::string inspect = absl::GetFlag(FLAGS_inspect_interfaces);
+  opts.probes.inspect = opts.detect && inspect != "none";
+  if (inspect != "all" && inspect != "none")
+    opts.probes.packet.interfaces = absl::StrSplit(inspect, ',', absl::SkipWhitespace());
+  opts.probes.packet.netns = absl::GetFlag(FLAGS_inspect_netns);
+  opts.probes.packet.sample_bytes = absl::GetFlag(FLAGS_inspect_bytes);
+  opts.probes.packet.sample_segments = absl::GetFlag(FLAGS_inspect_segments);
+  if (opts.probes.packet.sample_bytes < 1 || opts.probes.packet.sample_bytes > SW_SAMPLE_MAX)
+    return Fail(absl::StrCat("--inspect_bytes must be 1-", SW_SAMPLE_MAX));
+  if (opts.probes.packet.sample_segments < 1 || opts.probes.packet.sample_segments > 16)
+    return Fail("--inspect_segments must be 1-16");
+  opts.pipeline.protocols_path = absl::GetFlag(FLAGS_protocols);
+  opts.pipeline.inspect.sample_bytes = opts.probes.packet.sample_bytes;
+  opts.pipeline.inspect.sample_segments = opts.probes.packet.sample_segments;
+  opts.pipeline.inspect.orphan_threshold = absl::GetFlag(FLAGS_orphan_threshold);
+  opts.pipeline.inspect.orphan_window = absl::GetFlag(FLAGS_orphan_window);
+  if (opts.pipeline.inspect.orphan_threshold < 1) return Fail("--orphan_threshold must be at least 1");
+  if (opts.pipeline.inspect.orphan_window < absl::Seconds(1)) return Fail("--orphan_window must be at least 1s");
 
   // To a collector: every event goes through the spool, which the exporter
   // sends and replays; capture never waits for the network.

@@ -85,6 +85,16 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Open(const PipelineOptions& 
       p->baseline_.get(), table, clock, [raw](const v1::Process& proc) { return raw->Identify(proc); },
       LocalSubnets(), d);
   p->detector_->set_exception_hook([raw](const v1::Alert& a) { return raw->Excepted(a); });
+  if (opts.protocols_path.empty()) {
+    p->protocols_ = ProtocolTable::Default();
+  } else {
+    auto table = ProtocolTable::Load(opts.protocols_path);
+    if (!table.ok()) return table.status();  // a bad table is a bad config: refuse to start
+    p->protocols_ = std::move(*table);
+  }
+  p->inspector_ = std::make_unique<Inspector>(
+      p->detector_.get(), p->baseline_.get(), table, clock,
+      [raw](const v1::Process& proc) { return raw->Identify(proc); }, &p->protocols_, opts.inspect);
   const absl::Time now = absl::Now();
   p->was_learning_ = p->baseline_->Learning(now);
   p->next_baseline_flush_ = now + absl::Seconds(5);
@@ -167,14 +177,40 @@ void Pipeline::OnEnvelope(const v1::Envelope& env, const EmitFn& emit) {
     detector_->NoteLoss(t(env.loss().first_time()), t(env.loss().last_time()));
   }
   if (!env.has_exec() && !env.has_network()) return;
+  inspector_->OnEnvelope(env);
   std::vector<v1::Alert> alerts;
   detector_->Observe(env, &alerts);
+  EmitAlerts(alerts, emit);
+  if (history_batch_.size() >= kHistoryBatch) FlushHistory();
+}
+
+void Pipeline::OnPacket(const PacketRecord& rec, const EmitFn& emit) {
+  std::vector<v1::Alert> alerts;
+  inspector_->OnPacket(rec, absl::Now(), &alerts);
+  EmitAlerts(alerts, emit);
+}
+
+void Pipeline::InspectTick(absl::Time now, const std::vector<OrphanSource>& orphans, const EmitFn& emit) {
+  std::vector<v1::Alert> alerts;
+  inspector_->Tick(now, orphans, &alerts);
+  EmitAlerts(alerts, emit);
+  if (const uint64_t d = inspector_->flows_dropped(); d > reported_inspect_dropped_) {
+    v1::Envelope loss;
+    loss.mutable_loss()->set_reason("inspect_flows_full");
+    loss.mutable_loss()->set_count(d - reported_inspect_dropped_);
+    SetTime(now, loss.mutable_loss()->mutable_first_time());
+    SetTime(now, loss.mutable_loss()->mutable_last_time());
+    reported_inspect_dropped_ = d;
+    emit(loss);
+  }
+}
+
+void Pipeline::EmitAlerts(std::vector<v1::Alert>& alerts, const EmitFn& emit) {
   for (v1::Alert& a : alerts) {
     v1::Envelope out;
     *out.mutable_alert() = std::move(a);
     emit(out);
   }
-  if (history_batch_.size() >= kHistoryBatch) FlushHistory();
 }
 
 void Pipeline::FlushHistory() {
@@ -200,11 +236,7 @@ v1::LearningStatus Pipeline::Learning(absl::Time now) const {
 void Pipeline::Tick(absl::Time now, const EmitFn& emit) {
   std::vector<v1::Alert> alerts;
   detector_->Tick(now, &alerts);
-  for (v1::Alert& a : alerts) {
-    v1::Envelope out;
-    *out.mutable_alert() = std::move(a);
-    emit(out);
-  }
+  EmitAlerts(alerts, emit);
   FlushHistory();
   if (history_dropped_) {
     v1::Envelope loss;

@@ -18,6 +18,8 @@
 #include "agent/exceptions.h"
 #include "agent/history.h"
 #include "agent/identity.h"
+#include "agent/inspector.h"
+#include "agent/protocol_table.h"
 
 namespace sockwatch {
 
@@ -33,6 +35,10 @@ struct PipelineOptions {
   absl::Duration history_max_age = absl::Hours(24 * 7);
   uint64_t history_max_bytes = 512ull << 20;
   std::string id_prefix;  // alert ids
+  // Protocol inspection: the protocol table ("" = the built-in one, which
+  // is deploy/protocols.yaml) and the inspector's thresholds.
+  std::string protocols_path;
+  InspectorOptions inspect;
 };
 
 using EmitFn = std::function<void(v1::Envelope&)>;
@@ -50,6 +56,11 @@ class Pipeline {
   // identifies the same process anyway, so this costs a cache lookup).
   void StampSha256(v1::Process& p);
   void OnLoss(absl::Time first, absl::Time last) { detector_->NoteLoss(first, last); }
+  // A tc record (payload sample or orphan packet).
+  void OnPacket(const PacketRecord& rec, const EmitFn& emit);
+  // Judges waiting flows and the kernel's orphan counters (read by the caller).
+  void InspectTick(absl::Time now, const std::vector<OrphanSource>& orphans, const EmitFn& emit);
+  const Inspector& inspector() const { return *inspector_; }
   // Periodic work: history and baseline writes, dedup windows, retention,
   // learning status.
   void Tick(absl::Time now, const EmitFn& emit);
@@ -64,12 +75,16 @@ class Pipeline {
   v1::ImageIdentity Identify(const v1::Process& p);
   bool Excepted(const v1::Alert& a);
   void FlushHistory();
+  static void EmitAlerts(std::vector<v1::Alert>& alerts, const EmitFn& emit);
 
   PipelineOptions opts_;
   const ProcessTable* table_;
   const BootClock* clock_;
   std::unique_ptr<Baseline> baseline_;
   std::unique_ptr<Detector> detector_;
+  ProtocolTable protocols_;
+  std::unique_ptr<Inspector> inspector_;
+  uint64_t reported_inspect_dropped_ = 0;
   std::unique_ptr<HistoryStore> history_;
   std::unique_ptr<ExceptionUsage> usage_;
   ExceptionSet exceptions_;

@@ -5,10 +5,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "agent/host.h"
 #include "process.skel.h"
 #include "tcp.skel.h"
@@ -51,11 +53,17 @@ v1::HookCoverage* AddHook(v1::Coverage* c, absl::string_view family,
 const char* CounterName(int i) {
   static constexpr const char* kNames[SW_CNT_MAX] = {
       "ringbuf_full",      "exec_argv_fault", "exec_path_fault", "owner_map_full",
-      "owner_missing",     "udp_dedup_hit",   "fd_resolve_fail", "retired_7"};
+      "owner_missing",     "udp_dedup_hit",   "fd_resolve_fail", "retired_7",
+      "inspect_flow_map_full", "inspect_sample_skipped", "inspect_orphan_not_sampled",
+      "inspect_parse_fail"};
   return i >= 0 && i < SW_CNT_MAX ? kNames[i] : "unknown";
 }
 
-bool CounterIsLoss(int i) { return i != SW_CNT_UDP_DEDUP_HIT && i != SW_CNT_RETIRED_7; }
+// Not losses: suppressed repeats, and what was counted but not sampled.
+bool CounterIsLoss(int i) {
+  return i != SW_CNT_UDP_DEDUP_HIT && i != SW_CNT_RETIRED_7 && i != SW_CNT_SAMPLE_SKIPPED &&
+         i != SW_CNT_ORPHAN_NOT_SAMPLED;
+}
 
 absl::StatusOr<std::unique_ptr<Probes>> Probes::Load(const ProbeOptions& opts) {
   libbpf_set_print(LibbpfPrint);
@@ -99,7 +107,54 @@ absl::StatusOr<std::unique_ptr<Probes>> Probes::Load(const ProbeOptions& opts) {
     udp->set_error(std::string(s.message()));
     p->coverage_.add_blind_spots("UDP flows are not observed: " + std::string(s.message()));
   }
+  if (opts.inspect) {
+    if (absl::Status s = p->LoadPacket(opts); !s.ok()) {
+      v1::HookCoverage* pk = AddHook(&p->coverage_, "packet", {"tc/clsact ingress", "tc/clsact egress"});
+      pk->set_error(std::string(s.message()));
+      p->coverage_.add_blind_spots("protocol inspection is off: " + std::string(s.message()));
+    } else {
+      p->UpdatePacketCoverage();
+    }
+  } else {
+    v1::HookCoverage* pk = AddHook(&p->coverage_, "packet", {});
+    pk->set_error("disabled (--inspect_interfaces=none)");
+    p->coverage_.add_blind_spots("protocol inspection is disabled: payloads and orphan packets are not judged");
+  }
   return p;
+}
+
+absl::Status Probes::LoadPacket(const ProbeOptions& opts) {
+  PacketProbeOptions po = opts.packet;
+  po.wakeup_bytes = opts.wakeup_bytes;
+  auto pk = PacketProbe::Load(po, bpf_map__fd(process_->maps.sw_events), bpf_map__fd(process_->maps.sw_counters),
+                              tcp_ ? bpf_map__fd(tcp_->maps.sw_sk_owner) : -1);
+  if (!pk.ok()) return pk.status();
+  packet_ = std::move(*pk);
+  return absl::OkStatus();
+}
+
+void Probes::UpdatePacketCoverage() {
+  if (!packet_) return;
+  v1::HookCoverage* pk = nullptr;
+  for (v1::HookCoverage& h : *coverage_.mutable_hooks())
+    if (h.family() == "packet") pk = &h;
+  if (!pk) pk = AddHook(&coverage_, "packet", {"tc/clsact ingress", "tc/clsact egress"});
+  pk->set_available(true);
+  pk->clear_interfaces();
+  for (const std::string& name : packet_->Interfaces()) pk->add_interfaces(name);
+  pk->clear_error();
+  if (!packet_->problems().empty()) pk->set_error(absl::StrJoin(packet_->problems(), "; "));
+  // The blind spots of inspection, said once.
+  static constexpr const char* kPacketBlind[] = {
+      "protocol inspection does not see loopback traffic",
+      "protocol inspection judges only IPv4/IPv6 without extension headers on Ethernet interfaces",
+      "packets routed through this host (to containers behind host-side veths, for instance) are not "
+      "attributed to processes and not judged as orphans: only traffic to this namespace's own addresses is",
+      "TCP flows older than the agent are not inspected (their first bytes were missed)"};
+  for (const char* b : kPacketBlind)
+    if (std::find(coverage_.blind_spots().begin(), coverage_.blind_spots().end(), b) ==
+        coverage_.blind_spots().end())
+      coverage_.add_blind_spots(b);
 }
 
 absl::Status Probes::LoadProcess(const ProbeOptions& opts) {
@@ -152,6 +207,7 @@ absl::Status Probes::LoadUdp(const ProbeOptions& opts) {
 }
 
 void Probes::Detach() {
+  if (packet_) packet_->Detach();
   if (udp_) udp_bpf__detach(udp_);
   if (tcp_) tcp_bpf__detach(tcp_);
   if (process_) process_bpf__detach(process_);
@@ -159,6 +215,7 @@ void Probes::Detach() {
 
 Probes::~Probes() {
   // Children first: they borrow the process object's maps.
+  packet_.reset();
   udp_bpf__destroy(udp_);
   tcp_bpf__destroy(tcp_);
   process_bpf__destroy(process_);

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "agent/packet_probe.h"
 #include "sockwatch/v1/event.pb.h"
 
 extern "C" {
@@ -27,6 +28,9 @@ struct ProbeOptions {
   uint64_t wakeup_bytes = 256u << 10;
   uint32_t udp_dedup_entries = 16384;
   std::string cgroup2_path;
+  // Protocol inspection with tc (packet.bpf.c); off: not loaded.
+  bool inspect = true;
+  PacketProbeOptions packet;
 };
 
 using Counters = std::array<uint64_t, SW_CNT_MAX>;
@@ -53,16 +57,22 @@ class Probes {
   // Summed over CPUs.
   absl::StatusOr<Counters> ReadCounters() const;
   const v1::Coverage& coverage() const { return coverage_; }
+  // The tc probes; nullptr when inspection is off or did not load.
+  PacketProbe* packet() { return packet_.get(); }
+  // Re-reads the inspected interfaces into coverage (after Refresh()).
+  void UpdatePacketCoverage();
 
  private:
   Probes() = default;
   absl::Status LoadProcess(const ProbeOptions& opts);
   absl::Status LoadTcp(const ProbeOptions& opts);
   absl::Status LoadUdp(const ProbeOptions& opts);
+  absl::Status LoadPacket(const ProbeOptions& opts);
 
   process_bpf* process_ = nullptr;
   tcp_bpf* tcp_ = nullptr;
   udp_bpf* udp_ = nullptr;
+  std::unique_ptr<PacketProbe> packet_;
   int cgroup_fd_ = -1;
   v1::Coverage coverage_;
 };

@@ -28,6 +28,8 @@ enum sw_kind {
 	SW_KIND_UDP_SEND = 8,
 	SW_KIND_UDP_RECV = 9,
 	SW_KIND_UDP_CONNECT = 10,
+	SW_KIND_PAYLOAD = 11, /* tc: first payload bytes of a new flow */
+	SW_KIND_ORPHAN = 12,  /* tc: a packet outside any established flow */
 };
 
 /* Every record starts with this header. */
@@ -127,6 +129,77 @@ struct sw_sk_owner {
 	__u8 pad[7];
 };
 
+/* Largest payload sample per record; the agent sets how many bytes and
+ * segments per flow direction it wants (packet.bpf.c rodata). */
+#define SW_SAMPLE_MAX 1024
+
+/* tc: payload bytes of one segment (or datagram) of a new flow, as seen on
+ * the wire. Addresses as on the wire: src -> dst. Fixed size; data holds
+ * len bytes. */
+struct sw_payload {
+	struct sw_header hdr;
+	struct sw_task task;   /* the socket's owner as the TCP probes recorded it; tgid 0 if unknown */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 protocol;         /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 direction;        /* SW_DIR_OUTBOUND: egress, SW_DIR_INBOUND: ingress */
+	__u32 ifindex;
+	__u32 pad0;
+	__u64 sock_cookie;     /* the local socket; 0 if none was found */
+	__u32 offset;          /* payload bytes of this direction sampled before this one */
+	__u32 wire_len;        /* payload bytes of the packet (may exceed len) */
+	__u16 len;             /* bytes in data */
+	__u8 segment;          /* 0 for the first payload segment of this direction */
+	__u8 tcp_flags;
+	__u8 from_client;      /* this direction opened the flow (SYN / first datagram) */
+	__u8 pad[3];
+	__u8 data[SW_SAMPLE_MAX];
+};
+
+/* Why a packet belongs to no established flow. */
+enum sw_orphan_pattern {
+	SW_ORPHAN_TCP_NULL = 0,  /* no flags at all (NULL scan) */
+	SW_ORPHAN_TCP_FIN = 1,   /* FIN alone (FIN scan) */
+	SW_ORPHAN_TCP_XMAS = 2,  /* FIN+PSH+URG (Xmas scan) */
+	SW_ORPHAN_TCP_ACK = 3,   /* ACK without SYN/FIN/RST (ACK scan, stray data) */
+	SW_ORPHAN_TCP_RST = 4,   /* RST (blind reset injection) */
+	SW_ORPHAN_TCP_SYNACK = 5, /* SYN+ACK with no connect in progress (gratuitous) */
+	SW_ORPHAN_TCP_OTHER = 6, /* any other flag combination */
+	SW_ORPHAN_UDP = 7,       /* UDP to a port with no socket */
+	SW_ORPHAN_DNS_ANSWER = 8, /* DNS answer matching no query sent (gratuitous) */
+	SW_ORPHAN_MAX = 9,
+};
+
+/* tc ingress: a sampled packet outside any established flow, to a local
+ * address. Addresses as on the wire (src = the remote sender). */
+struct sw_orphan {
+	struct sw_header hdr;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 protocol;
+	__u8 pattern;          /* enum sw_orphan_pattern */
+	__u32 ifindex;
+	__u8 tcp_flags;
+	__u8 pad[3];
+	__u64 sock_cookie;     /* a listener the packet hit, or the UDP socket a
+				  gratuitous DNS answer reached; 0 if none */
+	__u64 source_total;    /* orphans from this source so far (all patterns) */
+};
+
+/* Per-source orphan counters (map sw_orphan_src, key: 16-byte address). */
+struct sw_orphan_counts {
+	__u64 counts[SW_ORPHAN_MAX];
+	__u64 window_start_ns; /* sampling window */
+	__u32 sampled;         /* samples sent in the window */
+	__u32 pad;
+};
+
 /* Index into the per-CPU counter array `sw_counters`. Never renumber. */
 enum sw_counter {
 	SW_CNT_RINGBUF_FULL = 0,   /* a record could not be reserved: lost */
@@ -137,7 +210,11 @@ enum sw_counter {
 	SW_CNT_UDP_DEDUP_HIT = 5,  /* suppressed repeats (not a loss) */
 	SW_CNT_FD_RESOLVE_FAIL = 6,
 	SW_CNT_RETIRED_7 = 7,      /* was: pending syscall map full */
-	SW_CNT_MAX = 8,
+	SW_CNT_FLOW_MAP_FULL = 8,  /* tc: a new flow not tracked: its bytes not inspected */
+	SW_CNT_SAMPLE_SKIPPED = 9, /* tc: out-of-order/retransmitted segment not sampled (not a loss) */
+	SW_CNT_ORPHAN_NOT_SAMPLED = 10, /* tc: orphan counted but over the sample rate (not a loss) */
+	SW_CNT_PARSE_FAIL = 11,    /* tc: packet headers could not be read: not inspected */
+	SW_CNT_MAX = 12,
 };
 
 #endif /* SOCKWATCH_BPF_EVENTS_H_ */

@@ -26,7 +26,12 @@ PKGS=(
   libyaml-cpp-dev libre2-dev
   # tests and benchmarks (ip netns + veth; pkill; setpriv is in util-linux)
   libgtest-dev libgmock-dev libbenchmark-dev
+  # fuzz tests (tests/fuzz): clang's libFuzzer, ASan and UBSan runtimes
+  libclang-rt-14-dev
   iproute2 procps
+  # protocol inspection tests and benchmark: real TLS/HTTP clients and
+  # servers (openssl, curl, python3), TCP scans (hping3), bulk transfer (iperf3)
+  python3 hping3 iperf3
 )
 
 missing=()

@@ -19,6 +19,7 @@ fi
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" --target sockwatch-agent decode_bench connect_bench >/dev/null
 cmake --build "$build" -j"$(nproc)" --target detect_bench spool_bench ingest_bench stream_bench >/dev/null
+cmake --build "$build" -j"$(nproc)" --target classify_bench >/dev/null
 cmake --build "$build" -j"$(nproc)" --target store_bench >/dev/null
 
 echo "== decode_bench (userspace decode + process table, one core)"
@@ -30,6 +31,9 @@ echo "== detect_bench (identity + baseline + detectors, one core; baseline at 1M
 # shellcheck disable=SC2086
 "$build/tests/bench/detect_bench" --benchmark_repetitions=3 \
   --benchmark_report_aggregates_only=true ${DETECT_ARGS:-}
+echo
+echo "== classify_bench (protocol identification + syntax checks on 256-byte samples, one core)"
+"$build/tests/bench/classify_bench" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 echo
 echo "== spool_bench (agent disk spool: append per fsync policy, replay)"
 "$build/tests/bench/spool_bench" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true

@@ -11,6 +11,10 @@
 //   udp-send ADDR PORT N          sendto N datagrams from one unconnected socket
 //   udp-connect-send ADDR PORT N  connect, then send N datagrams
 //   udp-spray ADDR PORT N         one datagram to each of PORT .. PORT+N-1
+//   tcp-send ADDR PORT HEX        connect, send the bytes, read what comes for up to 1 s
+//   tcp-serve ADDR PORT N [HEX]   accept N connections one by one: send HEX (a banner) if
+//                                 given, read until EOF or 1 s of silence, close
+//   udp-send-from ADDR PORT SRCPORT HEX  one datagram with the bytes, from SRCPORT
 // Arguments after the ones a command takes are ignored (the long-argv test).
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -69,6 +73,21 @@ int Connect(const Addr& a, const char* src) {
   }
   if (connect(fd, reinterpret_cast<const sockaddr*>(&a.ss), a.len) != 0) return -1;
   return fd;
+}
+
+std::string Unhex(const char* hex) {
+  std::string out;
+  for (size_t i = 0; hex[i] && hex[i + 1]; i += 2) out.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
+  return out;
+}
+
+// Reads what the peer sends until EOF or 1 s of silence.
+void Drain(int fd) {
+  timeval tv{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buf[4096];
+  while (read(fd, buf, sizeof(buf)) > 0) {
+  }
 }
 
 }  // namespace
@@ -161,6 +180,41 @@ int main(int argc, char** argv) {
       if (sendto(fd, "x", 1, 0, reinterpret_cast<const sockaddr*>(&to.ss), to.len) != 1)
         return Die("sendto");
     }
+    return 0;
+  }
+  if (cmd == "tcp-send") {
+    const std::string bytes = Unhex(argc > 4 ? argv[4] : "");
+    int fd = Connect(a, nullptr);
+    if (fd < 0) return Die("connect");
+    if (write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) return Die("write");
+    Drain(fd);
+    close(fd);
+    return 0;
+  }
+  if (cmd == "tcp-serve") {
+    const std::string banner = Unhex(argc > 5 ? argv[5] : "");
+    int lfd = socket(a.family, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(lfd, reinterpret_cast<const sockaddr*>(&a.ss), a.len) != 0 || listen(lfd, 16) != 0)
+      return Die("listen");
+    Ready();
+    for (int i = 0; i < n; ++i) {
+      int fd = accept(lfd, nullptr, nullptr);
+      if (fd < 0) return Die("accept");
+      if (!banner.empty() && write(fd, banner.data(), banner.size()) < 0) return Die("write");
+      Drain(fd);
+      close(fd);
+    }
+    return 0;
+  }
+  if (cmd == "udp-send-from") {
+    const std::string bytes = Unhex(argc > 5 ? argv[5] : "");
+    int fd = socket(a.family, SOCK_DGRAM, 0);
+    Addr src = Parse(a.family == AF_INET6 ? "::" : "0.0.0.0", n);
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&src.ss), src.len) != 0) return Die("bind");
+    if (sendto(fd, bytes.data(), bytes.size(), 0, reinterpret_cast<const sockaddr*>(&a.ss), a.len) < 0)
+      return Die("sendto");
     return 0;
   }
   fprintf(stderr, "sw_testpeer: unknown command %s\n", cmd.c_str());
