@@ -132,6 +132,7 @@ void Inspector::OnPacket(const PacketRecord& r, absl::Time now, std::vector<v1::
   if (r.kind == PacketRecord::kOrphan) {
     Source& src = sources_[Addr16(r.src_addr)];
     src.ip = r.src_ip;
+    src.protocol = r.protocol;
     if (src.ports.size() < kMaxPorts && std::find(src.ports.begin(), src.ports.end(), r.dst_port) == src.ports.end())
       src.ports.push_back(r.dst_port);
     if (r.cookie || ports_.contains({r.protocol, r.dst_port})) {
@@ -412,6 +413,8 @@ void Inspector::Tick(absl::Time now, const std::vector<OrphanSource>& orphans, s
         v1::NetworkEvent* n = a.mutable_network();
         n->set_direction(v1::DIRECTION_INBOUND);
         n->set_remote_ip(s.ip);
+        n->set_protocol(a.has_process() ? s.listener_protocol : s.protocol);
+        if (a.has_process()) n->set_local_port(s.listener_port);
         n->set_ip_version(s.ip.find(':') != std::string::npos ? 6 : 4);
         a.set_summary(absl::StrCat(total, " packets outside any established flow from ", s.ip, " (",
                                    absl::StrJoin(parts, ", "), ") to ", s.ports.size(), " local port(s)",

@@ -85,6 +85,7 @@ class Inspector {
     uint64_t listener_cookie = 0;
     v1::Protocol listener_protocol = v1::PROTOCOL_UNSPECIFIED;
     uint32_t listener_port = 0;  // a local port with a socket the packets hit
+    v1::Protocol protocol = v1::PROTOCOL_UNSPECIFIED;  // of the latest sample
     std::array<uint64_t, SW_ORPHAN_MAX> base{};  // kernel counts at window start
     absl::Time window_start;
     bool seen = false;  // window_start set

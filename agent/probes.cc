@@ -149,7 +149,9 @@ void Probes::UpdatePacketCoverage() {
       "protocol inspection does not see loopback traffic",
       "protocol inspection judges only IPv4/IPv6 without extension headers on Ethernet interfaces",
       "packets routed through this host (to containers behind host-side veths, for instance) are not "
-      "attributed to processes and not judged as orphans: only traffic to this namespace's own addresses is",
+      "inspected: only packets to this namespace's own addresses and packets its sockets send are",
+      "protocol inspection's kernel tables are LRU maps: a flood of new flows or spoofed sources pushes out "
+      "the least recently active ones uncounted",
       "TCP flows older than the agent are not inspected (their first bytes were missed)"};
   for (const char* b : kPacketBlind)
     if (std::find(coverage_.blind_spots().begin(), coverage_.blind_spots().end(), b) ==

@@ -8,9 +8,12 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "agent/protocols_internal.h"
 #include "yaml-cpp/yaml.h"
 
@@ -83,7 +86,8 @@ absl::StatusOr<PortRule> Parser::Rule(const YAML::Node& node, int line) const {
     *slot = it->second;
     (key == "port" ? port_line : key == "transport" ? transport_line : expect_line) = key_line;
   }
-  for (auto [seen, name] : {std::pair{seen_port, "port"}, {seen_transport, "transport"}, {seen_expect, "expect"}}) {
+  for (auto [seen, name] :
+       {std::pair{seen_port, "port"}, {seen_transport, "transport"}, {seen_expect, "expect"}}) {
     if (!seen) return Error(line, absl::StrCat("missing the key '", name, "'"));
   }
 
@@ -126,6 +130,29 @@ absl::StatusOr<PortRule> Parser::Rule(const YAML::Node& node, int line) const {
   return rule;
 }
 
+// The line where a second document starts: a "---" after content, or
+// content after a "..." end marker; 0 when there is none.
+int SecondDocumentLine(absl::string_view yaml) {
+  bool content = false, ended = false;
+  int line = 0;
+  for (absl::string_view l : absl::StrSplit(yaml, '\n')) {
+    ++line;
+    auto marker = [&](absl::string_view m) {
+      return absl::StartsWith(l, m) && (l.size() == 3 || absl::ascii_isspace(l[3]));
+    };
+    if (marker("---")) {
+      if (content || ended) return line;
+    } else if (marker("...")) {
+      ended = true;
+    } else if (const absl::string_view t = absl::StripLeadingAsciiWhitespace(l);
+               !t.empty() && t[0] != '#' && t[0] != '%') {
+      if (ended) return line;
+      content = true;
+    }
+  }
+  return 0;
+}
+
 bool RuleLess(const PortRule& a, uint16_t port, Transport t) {
   return a.port != port ? a.port < port : a.transport < t;
 }
@@ -137,17 +164,20 @@ absl::StatusOr<ProtocolTable> ProtocolTable::Parse(absl::string_view yaml,
   Parser p(source);
   // yaml-cpp reports everything by throwing; nothing may escape this function.
   try {
-    std::vector<YAML::Node> docs;
+    // Not YAML::LoadAll: yaml-cpp 0.7's never returns on some inputs (a
+    // lone ",", found by tests/fuzz). Load reads the first document, and
+    // a second one is found by its marker.
+    if (const int second = SecondDocumentLine(yaml); second > 0)
+      return p.Error(second, "more than one YAML document");
+    YAML::Node top;
     try {
-      docs = YAML::LoadAll(std::string(yaml));
+      top = YAML::Load(std::string(yaml));
     } catch (const YAML::ParserException& e) {
       return p.Error(e.mark.is_null() ? 1 : e.mark.line + 1,
                      absl::StrCat("YAML syntax error: ", Quote(e.msg)));
     }
-    if (docs.empty() || docs[0].IsNull())
+    if (!top.IsDefined() || top.IsNull())
       return p.Error(1, "empty file: expected a map with the key 'ports'");
-    if (docs.size() > 1) return p.Error(LineOf(docs[1], 1), "more than one YAML document");
-    const YAML::Node& top = docs[0];
     if (!top.IsMap()) return p.Error(LineOf(top, 1), "expected a map with the key 'ports'");
     YAML::Node list;
     bool seen_list = false;  // a default-constructed YAML::Node counts as defined

@@ -127,6 +127,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(p->key.saddr, &ip.saddr, 4);
 		__builtin_memcpy(p->key.daddr, &ip.daddr, 4);
 		__u32 tot = bpf_ntohs(ip.tot_len);
+		if (tot && tot < ihl)
+			return -1;
 		/* BIG TCP GSO packets carry tot_len 0. */
 		l3_payload = tot ? tot - ihl : skb->len - off - ihl;
 		off += ihl;
@@ -299,7 +301,7 @@ static __always_inline void sample(struct __sk_buff *skb, const struct pkt *p,
 			/* A retransmission or a gap: sampling it would garble the
 			 * stream the agent parses, so this direction stops here. */
 			count(SW_CNT_SAMPLE_SKIPPED);
-			s->segments = 255;
+			bpf_map_delete_elem(&sw_flows, &p->key);
 			return;
 		}
 		s->next_seq = p->seq + p->payload_len;
@@ -345,6 +347,12 @@ static __always_inline void sample(struct __sk_buff *skb, const struct pkt *p,
 	s->segments++;
 	s->sampled += len;
 	submit(r);
+	/* TCP: a direction sampled in full leaves the table (keeps the LRU for
+	 * flows still being sampled). UDP keeps it: a new entry would sample
+	 * the same tuple again. */
+	if (p->key.protocol == IPPROTO_TCP &&
+	    (s->segments >= sample_segments || s->sampled >= sample_bytes))
+		bpf_map_delete_elem(&sw_flows, &p->key);
 }
 
 /* DNS header: id, then QR in the top bit of the flags' first byte. */
@@ -402,7 +410,32 @@ static __always_inline int handle(struct __sk_buff *skb, int ingress)
 	const int tcp = p.key.protocol == IPPROTO_TCP;
 	const __u8 f = p.tcp_flags;
 
-	if (tcp && (f & TH_SYN) && !(f & (TH_ACK | TH_RST))) {
+	const int syn = tcp && (f & TH_SYN) && !(f & (TH_ACK | TH_RST));
+
+	/* Only this host's own traffic: packets to its addresses, and packets
+	 * its sockets send. Routed packets (to containers behind host-side
+	 * veths, for one) have neither and are left alone. */
+	__u64 cookie = 0;
+	if (ingress) {
+		if (!bpf_map_lookup_elem(&sw_local_addrs, p.key.daddr))
+			return TC_ACT_UNSPEC;
+	} else {
+		cookie = bpf_get_socket_cookie(skb);
+		if (!cookie)
+			return TC_ACT_UNSPEC;
+	}
+
+	if (syn) {
+		if (ingress) {
+			/* A SYN to a closed port (a SYN scan) starts no flow: do not let
+			 * it push real flows out of the table. */
+			struct bpf_sock_tuple st = {};
+			__u32 ssize = make_tuple(&p, &st);
+			struct bpf_sock *lsk = bpf_skc_lookup_tcp(skb, &st, ssize, BPF_F_CURRENT_NETNS, 0);
+			if (!lsk)
+				return TC_ACT_UNSPEC;
+			bpf_sk_release(lsk);
+		}
 		/* A new flow: track both directions from here. */
 		struct flow_state s = {.next_seq = p.seq + 1, .has_seq = 1, .from_client = 1};
 		struct flow_key rk = {};
@@ -415,10 +448,7 @@ static __always_inline int handle(struct __sk_buff *skb, int ingress)
 		return TC_ACT_UNSPEC;
 	}
 
-	__u64 cookie = 0;
 	if (ingress) {
-		if (!bpf_map_lookup_elem(&sw_local_addrs, p.key.daddr))
-			return TC_ACT_UNSPEC; /* routed through, not ours to judge */
 		struct bpf_sock_tuple t = {};
 		__u32 tsize = make_tuple(&p, &t);
 		if (tcp) {
@@ -444,10 +474,8 @@ static __always_inline int handle(struct __sk_buff *skb, int ingress)
 			if (dns_gratuitous(skb, &p))
 				orphan(skb, &p, SW_ORPHAN_DNS_ANSWER, 0);
 		}
-	} else {
-		cookie = bpf_get_socket_cookie(skb);
-		if (!tcp)
-			dns_egress(skb, &p);
+	} else if (!tcp) {
+		dns_egress(skb, &p);
 	}
 
 	if (tcp && (f & TH_SYN)) {
@@ -457,6 +485,17 @@ static __always_inline int handle(struct __sk_buff *skb, int ingress)
 			s->next_seq = p.seq + 1;
 			s->has_seq = 1;
 		}
+		return TC_ACT_UNSPEC;
+	}
+	if (tcp && (f & (TH_FIN | TH_RST))) {
+		/* The flow ends: its last bytes may ride on this segment. */
+		struct flow_state *s = bpf_map_lookup_elem(&sw_flows, &p.key);
+		if (s)
+			sample(skb, &p, s, cookie);
+		struct flow_key rk = {};
+		reverse_key(&p.key, &rk);
+		bpf_map_delete_elem(&sw_flows, &p.key);
+		bpf_map_delete_elem(&sw_flows, &rk);
 		return TC_ACT_UNSPEC;
 	}
 	if (!p.payload_len)

@@ -318,5 +318,66 @@ TEST_F(InspectTest, ScansAndUnsolicitedAnswersAtTheServer) {
   EXPECT_EQ(agent->Stop(), 0);
 }
 
+TEST_F(InspectTest, NewInterfacesArePickedUpAndFiltersRemovedOnExit) {
+  auto agent = Agent(net_.server_ns);
+  ASSERT_NE(agent, nullptr);
+  const std::string ns = net_.server_ns, a = "swa" + std::to_string(getpid() % 100000),
+                    b = "swb" + std::to_string(getpid() % 100000);
+  ASSERT_EQ(testing::Run("ip -n " + ns + " link add " + a + " type veth peer name " + b + " && ip -n " + ns +
+                         " link set " + a + " up && ip -n " + ns + " link set " + b + " up"),
+            0);
+  const auto lists = [&](const std::string& name) {
+    return [=](const Envelope& e) {
+      if (!e.has_coverage()) return false;
+      for (const v1::HookCoverage& h : e.coverage().hooks())
+        for (const std::string& i : h.interfaces())
+          if (absl::EndsWith(i, "/" + name)) return true;
+      return false;
+    };
+  };
+  auto cov = agent->WaitFor(
+      [&](const Envelope& e) { return lists(a)(e) && lists(b)(e) && lists(ns)(e); }, absl::Seconds(10));
+  ASSERT_TRUE(cov.has_value()) << "new interfaces not picked up";
+  EXPECT_NE(testing::Capture("ip netns exec " + ns + " tc filter show dev " + a + " ingress").find("sw_tc_ingress"),
+            std::string::npos);
+  ASSERT_EQ(testing::Run("ip -n " + ns + " link del " + a), 0);
+  // The coverage follows: a and b are gone (deleting one end deletes the pair).
+  cov = agent->WaitFor([&](const Envelope& e) { return e.has_coverage() && !lists(a)(e) && !lists(b)(e) && lists(ns)(e); },
+                       absl::Seconds(10));
+  EXPECT_TRUE(cov.has_value()) << "the coverage still lists deleted interfaces";
+  EXPECT_EQ(agent->Stop(), 0);
+  // Only our filters go; nothing of ours stays behind.
+  for (const char* dir : {"ingress", "egress"})
+    EXPECT_EQ(testing::Capture("ip netns exec " + ns + " tc filter show dev " + ns + " " + dir).find("sw_tc_"),
+              std::string::npos)
+        << dir;
+}
+
+TEST_F(InspectTest, NamedInterfaceThatDoesNotExistIsABlindSpotNotACrash) {
+  auto agent = AgentProcess::Start({"--state_dir=" + state_, "--inspect_interfaces=nosuch0"});
+  ASSERT_NE(agent, nullptr);
+  auto cov = agent->WaitFor([](const Envelope& e) { return e.has_coverage(); });
+  ASSERT_TRUE(cov.has_value());
+  bool said = false;
+  for (const v1::HookCoverage& h : cov->coverage().hooks())
+    if (h.family() == "packet") {
+      EXPECT_FALSE(h.available());
+      said = absl::StrContains(h.error(), "nosuch0");
+    }
+  EXPECT_TRUE(said) << cov->DebugString();
+  EXPECT_EQ(agent->Stop(), 0);
+}
+
+TEST_F(InspectTest, BadProtocolTableRefusesToStartSayingWhere) {
+  const std::string bad = state_ + "/protocols.yaml";
+  std::ofstream(bad) << "ports:\n  - {port: 443, transport: tcp, expect: [tls]}\n  - {port: 80, transport: tcp, expect: [gopher]}\n";
+  const std::string out = testing::Capture(AgentPath() + " --print=none --state_dir=" + state_ + " --protocols=" + bad +
+                                           " 2>&1; echo exit=$?");
+  EXPECT_TRUE(absl::StrContains(out, "protocols.yaml")) << out;
+  EXPECT_TRUE(absl::StrContains(out, ":3")) << out;  // the line
+  EXPECT_TRUE(absl::StrContains(out, "gopher")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "exit=1")) << out;
+}
+
 }  // namespace
 }  // namespace sockwatch::testing

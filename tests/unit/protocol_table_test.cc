@@ -67,7 +67,7 @@ TEST(ProtocolTable, ParseAndFind) {
   ASSERT_NE(t->Find(5353, Transport::kUdp), nullptr);
   EXPECT_NE(t->Find(1, Transport::kTcp), nullptr);
   EXPECT_EQ(t->Find(5353, Transport::kTcp), nullptr);
-  auto empty = ProtocolTable::Parse("ports: []\n", "empty.yaml");
+  auto empty = ProtocolTable::Parse("# c\n---\nports: []\n...\n", "empty.yaml");
   ASSERT_TRUE(empty.ok()) << empty.status();
   EXPECT_EQ(empty->size(), 0u);
 }
@@ -110,6 +110,9 @@ TEST(ProtocolTable, ErrorsNameTheLine) {
       {"", "p.yaml:1: empty file"},
       {"- 1\n", "p.yaml:1: expected a map with the key 'ports'"},
       {"ports: []\n---\nports: []\n", "p.yaml:3: more than one YAML document"},
+      {"ports: []\n...\nports: []\n", "p.yaml:3: more than one YAML document"},
+      {",", "p.yaml:1: empty file"},  // yaml-cpp's LoadAll never returns on this
+      {",\n,\n", "p.yaml:"},
       {"ports:\n  - {port: 443, transport: tcp, expect: [\"\\e[31m\"]}\n", "'\\x1b[31m'"},
   };
   for (const Case& c : cases) {
