@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "absl/strings/escaping.h"
@@ -273,6 +274,23 @@ TEST_F(InspectTest, ScansAndUnsolicitedAnswersAtTheServer) {
   EXPECT_EQ(a->alert().inspection().orphans(0).pattern(), "null");
   EXPECT_GE(a->alert().inspection().orphans(0).packets(), 20u);
   EXPECT_FALSE(a->alert().has_process());  // nothing listens there
+
+  // FIN and Xmas scans from a third address (spoofed: its replies go nowhere).
+  testing::Run("ip netns exec " + net_.client_ns + " hping3 -q -c 15 -i u10000 -F -p 2424 -a 10.231.0.77 " +
+               net_.server_v4 + " >/dev/null 2>&1");
+  testing::Run("ip netns exec " + net_.client_ns + " hping3 -q -c 15 -i u10000 -F -P -U -p 2425 -a 10.231.0.77 " +
+               net_.server_v4 + " >/dev/null 2>&1");
+  a = agent->WaitFor(
+      [&](const Envelope& e) {
+        return Rule("orphan_packets")(e) && e.alert().inspection().source_ip() == "10.231.0.77";
+      },
+      absl::Seconds(10));
+  ASSERT_TRUE(a.has_value());
+  std::map<std::string, uint64_t> by_pattern;
+  for (const v1::OrphanCount& c : a->alert().inspection().orphans()) by_pattern[c.pattern()] = c.packets();
+  EXPECT_EQ(by_pattern["fin"], 15u);
+  EXPECT_GE(by_pattern["xmas"], 5u);  // the alert may come before the whole scan is counted
+  EXPECT_EQ(by_pattern["fin"] + by_pattern["xmas"], a->alert().inspection().orphan_total());
 
   // UDP to ports with no socket, over IPv6.
   auto spray = Child::Spawn(net_.client_ns, {TestPeerPath(), "udp-spray", net_.server_v6, "31000", "40"});
