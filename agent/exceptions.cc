@@ -22,6 +22,7 @@
 #include "absl/strings/strip.h"
 #include "agent/text.h"
 #include "re2/re2.h"
+#include "agent/yaml_docs.h"
 #include "yaml-cpp/yaml.h"
 
 namespace sockwatch {
@@ -445,17 +446,19 @@ absl::StatusOr<ExceptionSet> ExceptionSet::Parse(absl::string_view yaml,
   Parser p(filename);
   // yaml-cpp reports everything by throwing; nothing may escape this function.
   try {
-    std::vector<YAML::Node> docs;
+    // A second document would otherwise be ignored without a word. Not
+    // YAML::LoadAll: it never returns on some inputs (agent/yaml_docs.h).
+    if (const int second = SecondYamlDocumentLine(yaml); second > 0)
+      return p.Error(second, "more than one YAML document");
+    std::vector<YAML::Node> docs(1);
     try {
-      docs = YAML::LoadAll(std::string(yaml));
+      docs[0] = YAML::Load(std::string(yaml));
     } catch (const YAML::ParserException& e) {
       return p.Error(e.mark.is_null() ? 1 : e.mark.line + 1,
                      absl::StrCat("YAML syntax error: ", EscapeForTerminal(e.msg)));
     }
-    if (docs.empty() || docs[0].IsNull())
+    if (!docs[0].IsDefined() || docs[0].IsNull())
       return p.Error(1, "empty file: expected a map with the key 'exceptions'");
-    // A second document would otherwise be ignored without a word.
-    if (docs.size() > 1) return p.Error(LineOf(docs[1], 1), "more than one YAML document");
     auto top = p.MapFields(docs[0], LineOf(docs[0], 1), "top level", {"exceptions"});
     if (!top.ok()) return top.status();
     if (top->empty()) return p.Error(LineOf(docs[0], 1), "missing the key 'exceptions'");

@@ -175,7 +175,6 @@ void Inspector::OnPacket(const PacketRecord& r, absl::Time now, std::vector<v1::
   Side& side = from_client ? f.client : f.server;
   if (r.offset == side.bytes.size()) side.bytes += r.data;  // in order (the kernel sends in order)
   side.segments++;
-  if (r.wire_len > r.data.size()) side.truncated = true;
   if (Complete(f.client) && Complete(f.server)) {
     Judge(f, now, out);
     flows_.erase(it);
@@ -223,11 +222,14 @@ void Inspector::Judge(const Flow& flow, absl::Time now, std::vector<v1::Alert>* 
     std::swap(f.client_port, f.server_port);
     f.local_is_client = !f.local_is_client;
   }
+  // Always "truncated": a sample ends at the capture limit, at the segment
+  // limit, or when the judging time came — never known to be the whole
+  // stream, so a line not ended yet is not a fault (a slow client is not
+  // malformed).
   const auto classify = [&](const Side& s) {
     if (s.bytes.empty()) return Verdict{};
-    const bool truncated = s.truncated || s.bytes.size() >= opts_.sample_bytes;
     return Classify(absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(s.bytes.data()), s.bytes.size()), t,
-                    truncated);
+                    /*truncated=*/true);
   };
   const Verdict vc = classify(f.client), vs = classify(f.server);
   const Proto observed = vc.protocol != Proto::kUnknown ? vc.protocol : vs.protocol;

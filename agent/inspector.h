@@ -65,7 +65,6 @@ class Inspector {
   struct Side {
     std::string bytes;
     uint32_t segments = 0;
-    bool truncated = false;  // a packet had more bytes than were sampled
   };
   struct Flow {
     v1::Protocol transport = v1::PROTOCOL_UNSPECIFIED;

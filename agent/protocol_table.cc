@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/protocols_internal.h"
+#include "agent/yaml_docs.h"
 #include "yaml-cpp/yaml.h"
 
 // Generated from deploy/protocols.yaml (agent/CMakeLists.txt):
@@ -130,29 +131,6 @@ absl::StatusOr<PortRule> Parser::Rule(const YAML::Node& node, int line) const {
   return rule;
 }
 
-// The line where a second document starts: a "---" after content, or
-// content after a "..." end marker; 0 when there is none.
-int SecondDocumentLine(absl::string_view yaml) {
-  bool content = false, ended = false;
-  int line = 0;
-  for (absl::string_view l : absl::StrSplit(yaml, '\n')) {
-    ++line;
-    auto marker = [&](absl::string_view m) {
-      return absl::StartsWith(l, m) && (l.size() == 3 || absl::ascii_isspace(l[3]));
-    };
-    if (marker("---")) {
-      if (content || ended) return line;
-    } else if (marker("...")) {
-      ended = true;
-    } else if (const absl::string_view t = absl::StripLeadingAsciiWhitespace(l);
-               !t.empty() && t[0] != '#' && t[0] != '%') {
-      if (ended) return line;
-      content = true;
-    }
-  }
-  return 0;
-}
-
 bool RuleLess(const PortRule& a, uint16_t port, Transport t) {
   return a.port != port ? a.port < port : a.transport < t;
 }
@@ -167,7 +145,7 @@ absl::StatusOr<ProtocolTable> ProtocolTable::Parse(absl::string_view yaml,
     // Not YAML::LoadAll: yaml-cpp 0.7's never returns on some inputs (a
     // lone ",", found by tests/fuzz). Load reads the first document, and
     // a second one is found by its marker.
-    if (const int second = SecondDocumentLine(yaml); second > 0)
+    if (const int second = SecondYamlDocumentLine(yaml); second > 0)
       return p.Error(second, "more than one YAML document");
     YAML::Node top;
     try {

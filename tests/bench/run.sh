@@ -8,7 +8,8 @@
 # STREAM_ARGS=--events=N sets stream_bench's events per configuration.
 # store_bench loads 10M events into SQLite and, when clickhouse-server is
 # installed, a throwaway ClickHouse (tests/clickhouse/start.sh); STORE_ARGS adds
-# flags, e.g. STORE_ARGS=--events=1000000 for a quicker run.
+# flags, e.g. STORE_ARGS=--events=1000000 for a quicker run. INSPECT_ARGS="ROUNDS
+# SECONDS" sets inspect_bench's rounds (default 5 of 5 s).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$top/build}
@@ -60,6 +61,10 @@ if [ -n "$ch_dir" ]; then
   "$top/tests/clickhouse/stop.sh" "$ch_dir"
   trap - EXIT
 fi
+echo
+echo "== inspect_bench (iperf3 over veth: no agent / agent without inspection / with tc inspection)"
+# shellcheck disable=SC2086
+BUILD_DIR="$build" "$top/tests/bench/inspect_bench.sh" ${INSPECT_ARGS:-}
 echo
 echo "== connect_bench (TCP connect latency with and without the agent)"
 # shellcheck disable=SC2086

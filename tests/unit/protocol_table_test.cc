@@ -109,7 +109,7 @@ TEST(ProtocolTable, ErrorsNameTheLine) {
       {"ports:\n  - {port: 443, transport: tcp, expect: [tls]\n", "p.yaml:"},
       {"", "p.yaml:1: empty file"},
       {"- 1\n", "p.yaml:1: expected a map with the key 'ports'"},
-      {"ports: []\n---\nports: []\n", "p.yaml:3: more than one YAML document"},
+      {"ports: []\n---\nports: []\n", "p.yaml:2: more than one YAML document"},
       {"ports: []\n...\nports: []\n", "p.yaml:3: more than one YAML document"},
       {",", "p.yaml:1: empty file"},  // yaml-cpp's LoadAll never returns on this
       {",\n,\n", "p.yaml:"},
