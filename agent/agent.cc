@@ -142,6 +142,7 @@ absl::Status Agent::Start() {
   auto probes = Probes::Load(opts_.probes);
   if (!probes.ok()) return probes.status();
   probes_ = std::move(*probes);
+  if (pipeline_) pipeline_->set_inspecting(probes_->packet() != nullptr);
   ring_ = ring_buffer__new(probes_->ring_fd(), &Agent::OnRecord, this, nullptr);
   if (!ring_) return absl::ErrnoToStatus(errno, "open ring buffer");
   loss_window_start_ns_ = BootClock::NowBootNs();
@@ -296,9 +297,12 @@ void Agent::ReportLoss() {
   loss_window_start_ns_ = now;
 }
 
-void Agent::InspectTick(PacketProbe* pk) {
+void Agent::InspectTick(PacketProbe* pk, bool read_orphans) {
   if (!pipeline_) return;
-  auto orphans = pk->ReadOrphans();
+  // The orphan map costs two syscalls per source to read: once a second is
+  // plenty against a window of seconds; waiting flows are judged every tick.
+  absl::StatusOr<std::vector<OrphanSource>> orphans = std::vector<OrphanSource>{};
+  if (read_orphans) orphans = pk->ReadOrphans();
   if (!orphans.ok()) {
     fprintf(stderr, "sockwatch-agent: read orphan counters: %s\n", std::string(orphans.status().message()).c_str());
     orphans = std::vector<OrphanSource>{};
@@ -326,6 +330,7 @@ absl::Status Agent::Run() {
   absl::Time next_loss = absl::Now() + opts_.loss_interval;
   absl::Time next_inspect = absl::Now() + kInspectInterval;
   absl::Time next_refresh = absl::Now() + kInterfaceRefresh;
+  absl::Time next_orphans = absl::Now() + kOrphanReadInterval;
   const int poll_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(opts_.drain_interval));
   while (!stop_.load() && absl::Now() < deadline) {
     // Records are submitted without wakeups (batching); poll wakes on the
@@ -343,7 +348,9 @@ absl::Status Agent::Run() {
       next_loss = absl::Now() + opts_.loss_interval;
     }
     if (PacketProbe* pk = probes_->packet(); pk && absl::Now() >= next_inspect) {
-      InspectTick(pk);
+      const bool read_orphans = absl::Now() >= next_orphans;
+      InspectTick(pk, read_orphans);
+      if (read_orphans) next_orphans = absl::Now() + kOrphanReadInterval;
       next_inspect = absl::Now() + kInspectInterval;
       if (absl::Now() >= next_refresh) {
         RefreshInterfaces(pk);

@@ -29,6 +29,7 @@ inline constexpr char kSpoolLossReason[] = "spool";
 // How often waiting flows and orphan counters are judged, and interfaces rescanned.
 inline constexpr absl::Duration kInspectInterval = absl::Milliseconds(250);
 inline constexpr absl::Duration kInterfaceRefresh = absl::Seconds(2);
+inline constexpr absl::Duration kOrphanReadInterval = absl::Seconds(1);
 
 struct AgentOptions {
   ProbeOptions probes;
@@ -84,7 +85,7 @@ class Agent {
   void Emit(v1::Envelope& env);
   void EmitSnapshot();
   void ReportLoss();
-  void InspectTick(PacketProbe* pk);
+  void InspectTick(PacketProbe* pk, bool read_orphans);
   void RefreshInterfaces(PacketProbe* pk);
   // Container id of a cgroup (cached; "" on the host).
   const std::string& ContainerOf(uint64_t cgroup_id);

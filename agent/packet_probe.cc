@@ -55,6 +55,7 @@ absl::Status InNetns(int netns_fd, const std::function<absl::Status()>& fn) {
 struct Iface {
   int ifindex;
   std::string name;
+  bool inspectable;  // present, but down, loopback or not Ethernet when false
 };
 
 // Up, not loopback, Ethernet framing (what packet.bpf.c parses).
@@ -72,11 +73,8 @@ absl::StatusOr<std::vector<Iface>> Candidates() {
     if (ioctl(fd, SIOCGIFFLAGS, &ifr) != 0) continue;  // gone meanwhile
     const short flags = ifr.ifr_flags;
     if (ioctl(fd, SIOCGIFHWADDR, &ifr) != 0) continue;
-    out.push_back({static_cast<int>(n->if_index), n->if_name});
-    out.back().ifindex = (flags & IFF_UP) && !(flags & IFF_LOOPBACK) &&
-                                 ifr.ifr_hwaddr.sa_family == ARPHRD_ETHER
-                             ? static_cast<int>(n->if_index)
-                             : -static_cast<int>(n->if_index);  // present, not inspectable
+    out.push_back({static_cast<int>(n->if_index), n->if_name,
+                   (flags & IFF_UP) && !(flags & IFF_LOOPBACK) && ifr.ifr_hwaddr.sa_family == ARPHRD_ETHER});
   }
   return out;
 }
@@ -178,7 +176,7 @@ absl::StatusOr<bool> PacketProbe::Refresh() {
     };
     for (const Iface& c : *cands) {
       if (!wanted(c.name)) continue;
-      if (c.ifindex < 0) {
+      if (!c.inspectable) {
         if (!opts_.interfaces.empty())
           problems.push_back(absl::StrCat(c.name, ": down, loopback or not Ethernet"));
         continue;

@@ -177,7 +177,7 @@ void Pipeline::OnEnvelope(const v1::Envelope& env, const EmitFn& emit) {
     detector_->NoteLoss(t(env.loss().first_time()), t(env.loss().last_time()));
   }
   if (!env.has_exec() && !env.has_network()) return;
-  inspector_->OnEnvelope(env);
+  if (inspecting_) inspector_->OnEnvelope(env);
   std::vector<v1::Alert> alerts;
   detector_->Observe(env, &alerts);
   EmitAlerts(alerts, emit);

@@ -61,6 +61,9 @@ class Pipeline {
   // Judges waiting flows and the kernel's orphan counters (read by the caller).
   void InspectTick(absl::Time now, const std::vector<OrphanSource>& orphans, const EmitFn& emit);
   const Inspector& inspector() const { return *inspector_; }
+  // Whether the tc probes run: without them the inspector's per-event
+  // socket bookkeeping is skipped.
+  void set_inspecting(bool on) { inspecting_ = on; }
   // Periodic work: history and baseline writes, dedup windows, retention,
   // learning status.
   void Tick(absl::Time now, const EmitFn& emit);
@@ -85,6 +88,7 @@ class Pipeline {
   ProtocolTable protocols_;
   std::unique_ptr<Inspector> inspector_;
   uint64_t reported_inspect_dropped_ = 0;
+  bool inspecting_ = false;
   std::unique_ptr<HistoryStore> history_;
   std::unique_ptr<ExceptionUsage> usage_;
   ExceptionSet exceptions_;
