@@ -50,7 +50,9 @@ static __always_inline __u64 wakeup_flags(void)
 		       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void *reserve(__u64 size, enum sw_kind kind)
+/* ts_ns: the record's time, for a caller that has read the clock already
+ * (a clock read is a paravirtual clock read in a VM: not free). */
+static __always_inline void *reserve_at(__u64 size, enum sw_kind kind, __u64 ts_ns)
 {
 	struct sw_header *h = bpf_ringbuf_reserve(&sw_events, size, 0);
 	if (!h) {
@@ -60,8 +62,13 @@ static __always_inline void *reserve(__u64 size, enum sw_kind kind)
 	h->kind = kind;
 	h->cpu = bpf_get_smp_processor_id();
 	h->size = size;
-	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->ts_ns = ts_ns;
 	return h;
+}
+
+static __always_inline void *reserve(__u64 size, enum sw_kind kind)
+{
+	return reserve_at(size, kind, bpf_ktime_get_boot_ns());
 }
 
 static __always_inline void submit(void *rec)

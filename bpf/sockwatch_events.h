@@ -123,8 +123,9 @@ struct sw_net {
 /* Value of the TCP owner map (key: socket cookie): who owns a socket, recorded
  * in process context; the agent seeds it for sockets older than itself. */
 struct sw_sk_owner {
-	struct sw_task task;  /* tgid 0 until known (passive open before accept) */
-	__u64 established_ns; /* 0 if unknown (socket older than the agent) */
+	struct sw_task task;  /* of the connecting or accepting process */
+	__u64 established_ns; /* connect's handshake or accept(); 0 if unknown
+			       * (socket older than the agent) */
 	__u8 direction;       /* enum sw_direction */
 	__u8 pad[7];
 };

@@ -22,9 +22,10 @@ static __always_inline void read_sock_tuple_btf(struct sw_net *e, struct sock *s
 
 /* btf: sk is a trusted BTF pointer (tp_btf), read with plain loads. */
 static __always_inline struct sw_net *net_record(enum sw_kind kind, struct sock *sk,
-						 struct sw_task *task, __u8 direction, const int btf)
+						 struct sw_task *task, __u8 direction, const int btf,
+						 __u64 now)
 {
-	struct sw_net *e = reserve(sizeof(*e), kind);
+	struct sw_net *e = reserve_at(sizeof(*e), kind, now);
 	if (!e)
 		return NULL;
 	__builtin_memset((char *)e + sizeof(e->hdr), 0, sizeof(*e) - sizeof(e->hdr));
@@ -88,7 +89,13 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 	/* The cookie, not the pointer: unique for the socket's life, shared with
 	 * sock_diag (the agent seeds owners of older sockets) and with tc. */
 	__u64 key = bpf_get_socket_cookie(sk);
-	__u64 now = bpf_ktime_get_boot_ns();
+
+	if (passive) {
+		/* Passive open, in softirq, inside the client's connect() on
+		 * loopback: only assign the cookie (above), so that accept() can
+		 * read it. The owner, and the flow's start, come with accept(). */
+		return 0;
+	}
 
 	if (opening) {
 		/* Inside connect(): current is the owner. */
@@ -98,12 +105,13 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 
+	__u64 now = bpf_ktime_get_boot_ns();
 	if (outcome) {
 		struct sw_sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
 		if (!o)
 			count(SW_CNT_OWNER_MISSING);
 		struct sw_net *e = net_record(SW_KIND_TCP_CONNECT, sk, o ? &o->task : NULL,
-					      SW_DIR_OUTBOUND, 1);
+					      SW_DIR_OUTBOUND, 1, now);
 		if (e) {
 			if (newstate == TCP_ESTABLISHED) {
 				e->outcome = SW_OUTCOME_ESTABLISHED;
@@ -121,19 +129,11 @@ int BPF_PROG(sw_tcp_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 
-	if (passive) {
-		/* Passive open, in softirq: the owner comes with accept(). */
-		/* The cookie is assigned by now (above), so accept can read it. */
-		struct sw_sk_owner o = {.established_ns = now, .direction = SW_DIR_INBOUND};
-		owner_put(key, &o, BPF_NOEXIST);
-		return 0;
-	}
-
 	if (newstate == TCP_CLOSE && state_established_family(oldstate)) {
 		struct sw_sk_owner *o = bpf_map_lookup_elem(&sw_sk_owner, &key);
 		struct tcp_sock *tp = (struct tcp_sock *)sk;
 		struct sw_net *e = net_record(SW_KIND_TCP_CLOSE, sk, o ? &o->task : NULL,
-					      o ? o->direction : SW_DIR_UNKNOWN, 1);
+					      o ? o->direction : SW_DIR_UNKNOWN, 1, now);
 		if (e) {
 			e->sock_cookie = key;
 			e->duration_ns = o && o->established_ns ? now - o->established_ns : 0;
@@ -169,12 +169,16 @@ static __always_inline int accept_exit(long ret)
 		return 0;
 
 	/* Assigned when the handshake completed (tp_btf above); 0 only for a
-	 * connection that was queued before the agent started. */
+	 * connection that was queued before the agent started. An owner is
+	 * there already only if the agent seeded it from its socket snapshot.
+	 * An inbound flow's duration counts from here: recording the handshake
+	 * time in softirq would add a map update to the client's connect(). */
 	__u64 key = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	__u64 now = bpf_ktime_get_boot_ns();
 	struct sw_sk_owner *o = key ? bpf_map_lookup_elem(&sw_sk_owner, &key) : NULL;
 	struct sw_sk_owner fresh = {};
 	if (!o) {
-		fresh.established_ns = bpf_ktime_get_boot_ns();
+		fresh.established_ns = now;
 		fresh.direction = SW_DIR_INBOUND;
 		o = &fresh;
 	}
@@ -186,7 +190,7 @@ static __always_inline int accept_exit(long ret)
 			count(SW_CNT_OWNER_MISSING);
 	}
 
-	struct sw_net *e = net_record(SW_KIND_TCP_ACCEPT, sk, &o->task, SW_DIR_INBOUND, 0);
+	struct sw_net *e = net_record(SW_KIND_TCP_ACCEPT, sk, &o->task, SW_DIR_INBOUND, 0, now);
 	if (!e)
 		return 0;
 	e->sock_cookie = key;
@@ -220,7 +224,8 @@ int sw_listen_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct sw_task task;
 	fill_current_task(&task);
-	struct sw_net *e = net_record(SW_KIND_TCP_LISTEN, sk, &task, SW_DIR_INBOUND, 0);
+	struct sw_net *e = net_record(SW_KIND_TCP_LISTEN, sk, &task, SW_DIR_INBOUND, 0,
+				      bpf_ktime_get_boot_ns());
 	if (!e)
 		return 0;
 	submit(e);

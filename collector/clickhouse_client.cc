@@ -361,7 +361,10 @@ absl::Status Client::Insert(absl::string_view into, absl::string_view rows,
   Request r;
   char* escaped = curl_easy_escape(nullptr, sql.data(), static_cast<int>(sql.size()));
   if (escaped == nullptr) return absl::ResourceExhaustedError("clickhouse: cannot escape a URL");
-  r.url = absl::StrCat(base_url_, "&query=", escaped);
+  // Each INSERT is one block already (far below max_insert_block_size rows):
+  // no squashing, which would copy every column once more.
+  r.url = absl::StrCat(base_url_, "&min_insert_block_size_rows=0&min_insert_block_size_bytes=0",
+                       "&query=", escaped);
   curl_free(escaped);
   r.body = rows;
   r.what = what;

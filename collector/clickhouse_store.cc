@@ -72,13 +72,14 @@ SETTINGS index_granularity = 8192$1)sql",
 constexpr absl::Span<const char* const> kMigrations[] = {kVersion1};
 static_assert(std::size(kMigrations) == kClickHouseStoreSchemaVersion);
 
-// Appends env's row; false if env cannot be serialized.
-bool PutEvent(std::string& out, const v1::Envelope& env) {
+// Appends env's row (time_ns: UnixNanos of its time); false if env cannot
+// be serialized.
+bool PutEvent(std::string& out, const v1::Envelope& env, int64_t time_ns) {
   const EventColumns c = ColumnsOf(env);
   PutString(out, env.host_id());
   PutString(out, env.agent_instance());
   PutFixed<uint64_t>(out, env.seq());
-  PutFixed<int64_t>(out, UnixNanos(env.time()));
+  PutFixed<int64_t>(out, time_ns);
   PutString(out, EnvelopeKind(env));
   PutFixed<uint32_t>(out, c.process ? c.process->pid() : 0);
   PutString(out, c.process ? absl::string_view(c.process->exe()) : "");
@@ -291,6 +292,12 @@ absl::Status ClickHouseStore::FindStored(absl::Span<const v1::Envelope* const> e
         runs.emplace_back(seq, seq);
       }
     }
+    // Wholly above what this process stored of the stream since its Hello:
+    // nothing of it can be stored yet (see clickhouse_store.h).
+    const auto mark = stored_marks_.find(stream.host);
+    if (mark != stored_marks_.end() && mark->second.instance == stream.instance &&
+        stream.seqs.front().first > mark->second.seq)
+      continue;
     if (runs.size() > kMaxRanges) runs = {{runs.front().first, runs.back().second}};
     std::string clause = absl::StrCat("(host_id = ", Quote(stream.host),
                                       " AND agent_instance = ", Quote(stream.instance), " AND (");
@@ -302,6 +309,8 @@ absl::Status ClickHouseStore::FindStored(absl::Span<const v1::Envelope* const> e
   }
   // The key prefix (host_id, agent_instance, seq) makes each clause a range
   // read of a granule or two. Rows come back only for replays.
+  if (clauses.empty()) return absl::OkStatus();
+  key_lookups_.fetch_add(1, std::memory_order_relaxed);
   const std::string select =
       absl::StrCat("SELECT host_id, agent_instance, seq FROM ", Table("event_keys"), " WHERE ");
   return clickhouse::ForEachJoined(clauses, " OR ", [&](absl::string_view where) {
@@ -339,6 +348,14 @@ absl::StatusOr<WriteResult> ClickHouseStore::Write(
   keys_buf_.clear();
   facts_buf_.clear();
   absl::flat_hash_map<FactKey, FactTimes> facts;
+  // Events go in the table's order: ClickHouse then skips sorting the
+  // block and permuting every column, the envelopes with them.
+  struct Row {
+    const v1::Envelope* env;
+    int64_t time_ns;
+  };
+  std::vector<Row> rows;
+  rows.reserve(envelopes.size());
   for (size_t i = 0; i < envelopes.size(); ++i) {
     if (skip[i]) {
       ++result.duplicates;
@@ -346,17 +363,25 @@ absl::StatusOr<WriteResult> ClickHouseStore::Write(
     }
     ++result.stored;
     const v1::Envelope& env = *envelopes[i];
-    if (!PutEvent(events_buf_, env))
-      return absl::InvalidArgumentError(
-          absl::StrCat("store: cannot serialize envelope host_id=", env.host_id(),
-                       " agent_instance=", env.agent_instance(), " seq=", env.seq()));
+    rows.push_back({&env, UnixNanos(env.time())});
     PutString(keys_buf_, env.host_id());
     PutString(keys_buf_, env.agent_instance());
     PutFixed<uint64_t>(keys_buf_, env.seq());
-    PutFixed<int64_t>(keys_buf_, UnixNanos(env.time()));
+    PutFixed<int64_t>(keys_buf_, rows.back().time_ns);
     FoldFact(env, facts);
   }
   if (result.stored == 0) return result;
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    if (int c = a.env->host_id().compare(b.env->host_id()); c != 0) return c < 0;
+    if (a.time_ns != b.time_ns) return a.time_ns < b.time_ns;
+    if (int c = a.env->agent_instance().compare(b.env->agent_instance()); c != 0) return c < 0;
+    return a.env->seq() < b.env->seq();
+  });
+  for (const Row& row : rows)
+    if (!PutEvent(events_buf_, *row.env, row.time_ns))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "store: cannot serialize envelope host_id=", row.env->host_id(),
+          " agent_instance=", row.env->agent_instance(), " seq=", row.env->seq()));
   // Order matters (see clickhouse_store.h): facts, events, then keys.
   PutFacts(facts_buf_, facts);
   if (!facts.empty()) {
@@ -375,11 +400,28 @@ absl::StatusOr<WriteResult> ClickHouseStore::Write(
           "write event keys");
       !s.ok())
     return s;
+  // Every key of the batch is stored now: raise the streams' marks.
+  StoredMark* mark = nullptr;
+  absl::string_view host;
+  for (const v1::Envelope* env : envelopes) {
+    if (mark == nullptr || host != env->host_id() || mark->instance != env->agent_instance()) {
+      host = env->host_id();
+      StoredMark& m = stored_marks_[host];
+      if (m.instance != env->agent_instance()) m = StoredMark{env->agent_instance(), 0};
+      mark = &m;
+    }
+    mark->seq = std::max(mark->seq, env->seq());
+  }
   return result;
 }
 
 absl::Status ClickHouseStore::UpsertHost(const v1::Hello& hello, absl::Time now) {
   if (hello.host_id().empty()) return absl::InvalidArgumentError("store: Hello without host_id");
+  {
+    // A new stream: its agent may have sent to another collector since.
+    absl::MutexLock lock(&write_mu_);
+    stored_marks_.erase(hello.host_id());
+  }
   absl::MutexLock lock(&hosts_mu_);
   const int64_t now_ns = absl::ToUnixNanos(now);
   auto [it, fresh] = pending_hosts_.try_emplace(hello.host_id());

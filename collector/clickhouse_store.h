@@ -10,9 +10,10 @@
 //               Columns copied out for queries (kind, pid, exe, sha256,
 //               remote ip/port, protocol, direction, rule, container id,
 //               alert id) and the serialized Envelope, which queries return.
-//               ReplacingMergeTree on that key, read with FINAL: a backstop,
-//               so a row written twice (two collectors racing on one replay)
-//               is never returned twice.
+//               ReplacingMergeTree on that key, a backstop: a row written
+//               twice (two collectors racing on one replay) is dropped by
+//               merges, and reads drop a copy next to its twin (no FINAL,
+//               which keeps ClickHouse 18 from using PREWHERE).
 //   event_keys  (host_id, agent_instance, seq, time_ns) of each event,
 //               ORDER BY the exactly-once key: how Write finds which
 //               envelopes of a batch are stored already without reading a
@@ -32,8 +33,14 @@
 //
 // Exactly once: Write holds one lock (the collector has one writer thread),
 // asks event_keys which keys of the batch are stored, and inserts only the
-// others. With several collectors on one database, a race can store a row
-// twice; FINAL hides it from queries and merges remove it.
+// others. It asks only when it must: per host, it remembers the agent
+// instance and the highest seq it stored since that stream's last Hello
+// here. Agents send a stream in seq order to one collector at a time, so a
+// batch wholly above that mark cannot be stored yet; a batch that reaches
+// below it (a replay), a new instance, or the first batch after a Hello
+// (the agent may have sent to another collector meanwhile) is looked up.
+// With several collectors on one database, a race can store a row twice;
+// reads drop the copy and merges remove it.
 //
 // Durability: Write returns after ClickHouse acknowledged each INSERT, i.e.
 // wrote the rows into a new part on its disk. ClickHouse 18 does not fsync
@@ -47,13 +54,13 @@
 // three INSERTs, ordered so that a failure between them loses nothing when
 // the agent retries (it does until we acknowledge): facts first (an extra
 // fact is harmless), then events, then event_keys (a missing key only means
-// the retry writes the events again, which FINAL hides). A failed Write may
+// the retry writes the events again, which reads and merges drop). A failed Write may
 // therefore leave facts or events behind, never a key without its event.
 //
 // Distributed: every table here is the local table a `Distributed` table
 // can front on a cluster (shard events, event_keys, facts and hosts by
 // cityHash64(host_id), triage by cityHash64(alert_id), so that every row of
-// a key lives on one shard and FINAL, argMax and uniqExact stay exact). No
+// a key lives on one shard and the dedup, argMax and uniqExact stay exact). No
 // query relies on anything else: no JOIN, no subquery over another table,
 // every sort and dedup key explicit, no ALTER ... UPDATE, no DateTime64 or
 // LowCardinality, no window functions. On a cluster: create these tables
@@ -115,6 +122,9 @@ class ClickHouseStore final : public Store {
   absl::StatusOr<uint64_t> CountEvents(const EventQuery& q) override;
   absl::StatusOr<std::vector<HostRecord>> Hosts() override;
   absl::Status AddTriage(const TriageRecord& record) override;
+  // How many Writes asked event_keys which of their keys are stored (the
+  // others were wholly above their streams' marks): for tests and benchmarks.
+  uint64_t key_lookups() const { return key_lookups_.load(std::memory_order_relaxed); }
   absl::StatusOr<std::vector<TriageRecord>> Triage(
       absl::Span<const std::string> alert_ids) override;
   absl::StatusOr<uint64_t> CountFactHosts(const PrevalenceQuery& q) override;
@@ -137,7 +147,9 @@ class ClickHouseStore final : public Store {
   uint64_t NextStamp();
   // Sets skip[i] for each envelope whose key event_keys holds, or that
   // repeats the key of an earlier one.
-  absl::Status FindStored(absl::Span<const v1::Envelope* const> envelopes, std::vector<bool>& skip);
+  // Streams wholly above their marks are not asked about.
+  absl::Status FindStored(absl::Span<const v1::Envelope* const> envelopes, std::vector<bool>& skip)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Stores the hosts UpsertHost queued; they stay queued on error.
   absl::Status FlushHostsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(hosts_mu_);
   // Calls sink with each event matching q, in q's order, after q.offset,
@@ -159,6 +171,15 @@ class ClickHouseStore final : public Store {
   std::string events_buf_ ABSL_GUARDED_BY(write_mu_);
   std::string keys_buf_ ABSL_GUARDED_BY(write_mu_);
   std::string facts_buf_ ABSL_GUARDED_BY(write_mu_);
+  // Per host: the agent instance whose events this process stored last and
+  // the highest seq among them, since that stream's last Hello here. One
+  // entry a host (not a stream): bounded by the fleet, not by restarts.
+  struct StoredMark {
+    std::string instance;
+    uint64_t seq = 0;
+  };
+  absl::flat_hash_map<std::string, StoredMark> stored_marks_ ABSL_GUARDED_BY(write_mu_);
+  std::atomic<uint64_t> key_lookups_{0};
   // Hosts waiting for FlushHostsLocked, by host id: the last Hello, when it
   // came, its stamp, and when the host was first seen while queued.
   struct PendingHost {

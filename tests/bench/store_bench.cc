@@ -40,6 +40,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "collector/clickhouse_store.h"
 #include "collector/store.h"
 #include "tests/bench/store_bench_fleet.h"
 #include "tests/bench/store_bench_setup.h"
@@ -192,6 +193,7 @@ struct StoreResult {
   double generate_cpu_s = 0;  // of ingest_cpu_s: the generating thread's
   Io io;                      // during ingest
   std::vector<double> write_ms;
+  int64_t key_lookups = -1;  // ClickHouse: Writes that asked which keys are stored
   std::string parts;
   uint64_t disk_bytes = 0;
   std::vector<QueryResult> queries;
@@ -238,6 +240,8 @@ absl::StatusOr<StoreResult> RunStore(const std::string& url, Groups& groups, uin
   r.ingest_s = Seconds(absl::Now() - t0);
   r.ingest_cpu_s = CpuSeconds() - cpu0;
   r.generate_cpu_s = groups.producer_cpu_s();
+  if (const auto* ch = dynamic_cast<const ClickHouseStore*>(&store))
+    r.key_lookups = static_cast<int64_t>(ch->key_lookups());
   const Io io1 = ProcessIo();
   r.io = {io1.read - io0.read, io1.written - io0.written};
   r.parts = (*fresh)->Parts();
@@ -334,6 +338,13 @@ void Print(const std::vector<StoreResult>& results, const std::vector<Query>& qu
       results, "Write (ms): median / p90 (first)",
       [](const StoreResult& r) { return Latency(r.write_ms); },
       [](const StoreResult& r) { return Median(r.write_ms); });
+  Row(
+      results, "Writes that looked up stored keys",
+      [](const StoreResult& r) {
+        if (r.key_lookups < 0) return std::string("-");  // SQLite: an index probe per event
+        return absl::StrCat(r.key_lookups, " of ", r.write_ms.size());
+      },
+      nullptr);
   number("on disk after queries (MB per million events)", "%.0f",
          [](const StoreResult& r) { return r.disk_bytes / static_cast<double>(r.stored); });
   Row(

@@ -5,10 +5,12 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "collector/clickhouse_client.h"
 #include "collector/store.h"
 #include "gtest/gtest.h"
@@ -195,6 +197,52 @@ TEST_F(ClickHouseStoreTest, AWriteCutBeforeItsKeysIsStoredOnceByTheRetry) {
   r = store->Write(Ptrs(batch));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->duplicates, 3u);
+}
+
+// Write asks event_keys only when a batch could hold stored keys: the first
+// batch of a stream, a replay below what it stored, and the first batch
+// after the stream's Hello (the agent may have sent to another collector).
+TEST_F(ClickHouseStoreTest, LooksUpStoredKeysOnlyForNewStreamsReplaysAndAfterAHello) {
+  auto a_store = Open();
+  auto b_store = Open();  // a second collector on the same database
+  ASSERT_NE(a_store, nullptr);
+  ASSERT_NE(b_store, nullptr);
+  auto* a = dynamic_cast<ClickHouseStore*>(a_store.get());
+  ASSERT_NE(a, nullptr);
+  auto write = [](Store& store, const char* host, const char* instance, uint64_t from,
+                  uint64_t to) {
+    std::vector<v1::Envelope> batch;
+    for (uint64_t seq = from; seq <= to; ++seq)
+      batch.push_back(Network(host, instance, seq, static_cast<int64_t>(seq)));
+    absl::StatusOr<WriteResult> r = store.Write(Ptrs(batch));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? std::make_pair(r->stored, r->duplicates) : std::make_pair(~0ul, ~0ul);
+  };
+  using Counts = std::pair<uint64_t, uint64_t>;  // stored, duplicates
+  EXPECT_EQ(write(*a, "h", "i", 1, 3), Counts(3, 0));
+  EXPECT_EQ(a->key_lookups(), 1u);  // a stream it never stored
+  EXPECT_EQ(write(*a, "h", "i", 4, 6), Counts(3, 0));
+  EXPECT_EQ(write(*a, "h", "i", 7, 7), Counts(1, 0));
+  EXPECT_EQ(a->key_lookups(), 1u);  // in order, above the mark: no look-up
+  EXPECT_EQ(write(*a, "h", "i", 6, 8), Counts(1, 2));  // a replay
+  EXPECT_EQ(a->key_lookups(), 2u);
+  EXPECT_EQ(write(*a, "h", "j", 1, 2), Counts(2, 0));  // the host's agent restarted
+  EXPECT_EQ(a->key_lookups(), 3u);
+  EXPECT_EQ(write(*a, "h", "i", 9, 9), Counts(1, 0));  // back to the old instance
+  EXPECT_EQ(a->key_lookups(), 4u);
+
+  // The agent moves to collector B, which stores 10..12 of the stream, and
+  // then comes back to A with a Hello and replays what B did not ack.
+  EXPECT_EQ(write(*b_store, "h", "i", 10, 12), Counts(3, 0));
+  v1::Hello hello;
+  hello.set_host_id("h");
+  hello.set_agent_instance("i");
+  ASSERT_TRUE(a->UpsertHost(hello, absl::Now()).ok());
+  EXPECT_EQ(write(*a, "h", "i", 11, 14), Counts(2, 2));
+  EXPECT_EQ(a->key_lookups(), 5u);
+  // Every event is stored once: 14 of h/i and 2 of h/j.
+  EXPECT_EQ(db_->Text(absl::StrCat("SELECT toString(count()) FROM ", T("events"))), "16");
+  EXPECT_EQ(db_->Text(absl::StrCat("SELECT toString(count()) FROM ", T("event_keys"))), "16");
 }
 
 TEST_F(ClickHouseStoreTest, ServerErrorsCarryClickHousesMessage) {
