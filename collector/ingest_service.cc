@@ -57,7 +57,8 @@ class IngestStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::
   }
 
   void OnDone() override {
-    Log(absl::StrCat("stream ended: ", batches_, " batches, ", envelopes_, " envelopes"));
+    Log(absl::StrCat("stream ended: ", batches_, " batches, ", envelopes_, " envelopes",
+                     replaced_ ? absl::StrCat(", ", replaced_, " of them stored as losses") : ""));
     std::shared_ptr<IngestStream> self;
     {
       absl::MutexLock l(&mu_);
@@ -109,6 +110,18 @@ class IngestStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::
         if (!hello_) return Refuse(absl::InvalidArgumentError("batch before hello"));
         if (absl::Status s = ValidateBatch(in_.batch(), *hello_, last_spool_seq_); !s.ok())
           return Refuse(s);
+        std::string first;
+        if (const size_t n = ReplaceUnstorable(*in_.mutable_batch(), absl::Now(), &first); n > 0) {
+          counters_->replaced.fetch_add(n, std::memory_order_relaxed);
+          // Once per stream, however many follow (counted, and named at its end).
+          if (replaced_ == 0)
+            fprintf(stderr,
+                    "sockwatch-collector: %s host %s: envelopes stored as losses "
+                    "(collector_refused_*), the first: %s\n",
+                    EscapeForTerminal(peer_).c_str(), EscapeForTerminal(hello_->host_id()).c_str(),
+                    EscapeForTerminal(first).c_str());
+          replaced_ += n;
+        }
         last_spool_seq_ = in_.batch().spool_seq();
         ++batches_;
         envelopes_ += in_.batch().envelopes_size();
@@ -196,6 +209,7 @@ class IngestStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::
   std::optional<v1::Hello> hello_;
   std::optional<grpc::Status> error_ ABSL_GUARDED_BY(mu_);
   uint64_t last_spool_seq_ = 0;
+  uint64_t replaced_ = 0;  // envelopes ReplaceUnstorable replaced
   uint64_t pending_ack_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t sent_ack_ ABSL_GUARDED_BY(mu_) = 0;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;

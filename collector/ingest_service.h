@@ -29,6 +29,9 @@ struct IngestCounters {
   std::atomic<uint64_t> refused{0};
   std::atomic<uint64_t> batches{0};
   std::atomic<uint64_t> envelopes{0};
+  // Envelopes stored as losses: a sound key, content this collector cannot
+  // store (validate.h ReplaceUnstorable).
+  std::atomic<uint64_t> replaced{0};
 };
 
 class IngestService final : public v1::Ingest::CallbackService {

@@ -166,10 +166,11 @@ int main(int argc, char** argv) {
     const sockwatch::WriterStats w = writer->stats();
     const sockwatch::IngestCounters& c = service.counters();
     fprintf(stderr,
-            "sockwatch-collector: streams %llu (refused %llu), batches %llu, envelopes %llu: "
-            "stored %llu, duplicates %llu; commits %llu (failed %llu)\n",
+            "sockwatch-collector: streams %llu (refused %llu), batches %llu, envelopes %llu "
+            "(stored as losses %llu): stored %llu, duplicates %llu; commits %llu (failed %llu)\n",
             (unsigned long long)c.streams.load(), (unsigned long long)c.refused.load(),
             (unsigned long long)c.batches.load(), (unsigned long long)c.envelopes.load(),
+            (unsigned long long)c.replaced.load(),
             (unsigned long long)w.stored, (unsigned long long)w.duplicates,
             (unsigned long long)w.commits, (unsigned long long)w.failed_commits);
   };

@@ -56,13 +56,54 @@ absl::Status ValidateBatch(const v1::Batch& batch, const v1::Hello& hello, uint6
     if (absl::Status s = CheckId("agent_instance", e.agent_instance(), kMaxInstanceBytes); !s.ok())
       return bad(s.message());
     if (e.seq() == 0) return bad("seq is 0 (sequence numbers start at 1)");
-    if (!e.has_time()) return bad("no time");
-    if (e.time().seconds() < kMinSeconds || e.time().seconds() > kMaxSeconds ||
-        e.time().nanos() < 0 || e.time().nanos() > 999999999)
-      return bad("time out of range");
-    if (e.event_case() == v1::Envelope::EVENT_NOT_SET) return bad("no event");
   }
   return absl::OkStatus();
+}
+
+size_t ReplaceUnstorable(v1::Batch& batch, absl::Time now, std::string* first) {
+  size_t replaced = 0;
+  for (int i = 0; i < batch.envelopes_size(); ++i) {
+    v1::Envelope& e = *batch.mutable_envelopes(i);
+    const bool time_ok = e.has_time() && e.time().seconds() >= kMinSeconds &&
+                         e.time().seconds() <= kMaxSeconds && e.time().nanos() >= 0 &&
+                         e.time().nanos() <= 999999999;
+    absl::string_view rule, why;
+    if (!e.has_time()) {
+      rule = "no_time";
+      why = "no time";
+    } else if (!time_ok) {
+      rule = "time_out_of_range";
+      why = "time out of range";
+    } else if (e.event_case() == v1::Envelope::EVENT_NOT_SET) {
+      rule = "unknown_event";
+      why = "no event this collector knows (an agent newer than the collector?)";
+    } else {
+      continue;
+    }
+    if (replaced++ == 0 && first != nullptr)
+      *first = absl::StrCat("envelope ", i, " (seq ", e.seq(), "): ", why);
+    v1::Envelope loss;
+    loss.set_host_id(e.host_id());
+    loss.set_agent_instance(e.agent_instance());
+    loss.set_seq(e.seq());
+    loss.set_boottime_ns(e.boottime_ns());
+    loss.set_hostname(e.hostname());
+    if (time_ok) {
+      *loss.mutable_time() = e.time();
+    } else {
+      const absl::Duration since_epoch = now - absl::UnixEpoch();
+      loss.mutable_time()->set_seconds(absl::ToInt64Seconds(since_epoch));
+      loss.mutable_time()->set_nanos(static_cast<int32_t>(
+          absl::ToInt64Nanoseconds(since_epoch - absl::Seconds(loss.time().seconds()))));
+    }
+    v1::Loss* l = loss.mutable_loss();
+    l->set_reason(absl::StrCat("collector_refused_", rule));
+    l->set_count(1);
+    *l->mutable_first_time() = loss.time();
+    *l->mutable_last_time() = loss.time();
+    e = std::move(loss);
+  }
+  return replaced;
 }
 
 }  // namespace sockwatch

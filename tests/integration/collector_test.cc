@@ -143,10 +143,6 @@ TEST_F(CollectorTest, RefusesMalformedAndOversizedMessages) {
     const char* message;
   };
   v1::AgentMessage seq0 = Batch("host-a", 0, 1, 1);
-  v1::AgentMessage no_event = Batch("host-a", 1, 1, 1);
-  no_event.mutable_batch()->mutable_envelopes(0)->clear_network();
-  v1::AgentMessage no_time = Batch("host-a", 1, 1, 1);
-  no_time.mutable_batch()->mutable_envelopes(0)->clear_time();
   v1::AgentMessage bad_instance = Batch("host-a", 1, 1, 1);
   bad_instance.mutable_batch()->mutable_envelopes(0)->set_agent_instance("a\x1b[2Jb");
   v1::AgentMessage bad_hello = Hello("host-a");
@@ -158,8 +154,6 @@ TEST_F(CollectorTest, RefusesMalformedAndOversizedMessages) {
   const std::vector<Case> cases = {
       {"batch before hello", {Batch("host-a", 1, 1, 1)}, grpc::StatusCode::INVALID_ARGUMENT, "batch before hello"},
       {"seq 0", {Hello("host-a"), seq0}, grpc::StatusCode::INVALID_ARGUMENT, "seq is 0"},
-      {"no event", {Hello("host-a"), no_event}, grpc::StatusCode::INVALID_ARGUMENT, "no event"},
-      {"no time", {Hello("host-a"), no_time}, grpc::StatusCode::INVALID_ARGUMENT, "no time"},
       {"control bytes", {Hello("host-a"), bad_instance}, grpc::StatusCode::INVALID_ARGUMENT, "printable ASCII"},
       {"empty instance", {bad_hello}, grpc::StatusCode::INVALID_ARGUMENT, "agent_instance is empty"},
       {"empty message", {Hello("host-a"), empty}, grpc::StatusCode::INVALID_ARGUMENT, "neither hello nor batch"},
@@ -183,6 +177,47 @@ TEST_F(CollectorTest, RefusesMalformedAndOversizedMessages) {
   EXPECT_EQ(Stored("host-a"), 5u);
   // Nothing of a control sequence reached the log raw.
   EXPECT_FALSE(absl::StrContains(collector_->Stderr(), "\x1b")) << collector_->Stderr();
+}
+
+// An envelope with a sound key whose content the collector cannot store (an
+// event kind newer than the collector, no time) is stored as a loss under
+// its key: the stream goes on instead of being refused, which would make
+// the agent resend that batch forever and hold back everything after it.
+TEST_F(CollectorTest, StoresUnstorableEnvelopesAsLossesAndGoesOn) {
+  v1::AgentMessage first = Batch("host-a", 1, 3, 3);
+  first.mutable_batch()->mutable_envelopes(0)->clear_network();
+  first.mutable_batch()->mutable_envelopes(2)->clear_time();
+  int acks = 0;
+  grpc::Status s = Exchange(Creds("host-a"), collector_->address(),
+                            {Hello("host-a"), first, Batch("host-a", 4, 2, 5)}, &acks);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_GE(acks, 1);
+  EXPECT_EQ(Stored("host-a"), 5u);
+  auto store = OpenStore("sqlite:" + db_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EventQuery q;
+  q.host_id = "host-a";
+  q.kind = "loss";
+  auto losses = (*store)->Events(q);
+  ASSERT_TRUE(losses.ok()) << losses.status();
+  ASSERT_EQ(losses->size(), 2u);
+  std::vector<std::string> got;
+  for (const v1::Envelope& e : *losses)
+    got.push_back(absl::StrCat(e.seq(), " ", e.loss().reason(), " ", e.loss().count()));
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"1 collector_refused_unknown_event 1",
+                                           "3 collector_refused_no_time 1"}));
+  // A replay stores nothing twice: the losses kept the envelopes' keys.
+  s = Exchange(Creds("host-a"), collector_->address(), {Hello("host-a"), first});
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Stored("host-a"), 5u);
+  EXPECT_EQ(collector_->Stop(SIGTERM), 0) << collector_->Stderr();
+  EXPECT_TRUE(absl::StrContains(collector_->Stderr(),
+                                "the first: envelope 0 (seq 1): no event this collector knows"))
+      << collector_->Stderr();
+  EXPECT_TRUE(absl::StrContains(collector_->Stderr(), "(stored as losses 4)")) << collector_->Stderr();
+  EXPECT_TRUE(absl::StrContains(collector_->Stderr(), "stored 5, duplicates 3"))
+      << collector_->Stderr();
 }
 
 TEST(CollectorFlagsTest, PlaintextOnlyOnLoopback) {

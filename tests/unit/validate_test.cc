@@ -1,5 +1,8 @@
 #include "collector/validate.h"
 
+#include <string>
+
+#include "absl/time/time.h"
 #include "agent/transport.h"
 #include "gtest/gtest.h"
 
@@ -56,14 +59,62 @@ TEST(ValidateBatchTest, NamesTheBadEnvelopeAndTheRule) {
   EXPECT_EQ(ValidateBatch(b, Hello("web-01"), 0).message(),
             "envelope 1 (seq 0): seq is 0 (sequence numbers start at 1)");
   b = Batch("web-01", 3, 3);
-  b.mutable_envelopes(2)->mutable_time()->set_nanos(1'000'000'000);
-  EXPECT_EQ(ValidateBatch(b, Hello("web-01"), 0).message(), "envelope 2 (seq 3): time out of range");
-  b = Batch("web-01", 3, 3);
-  b.mutable_envelopes(0)->clear_network();
-  EXPECT_EQ(ValidateBatch(b, Hello("web-01"), 0).message(), "envelope 0 (seq 1): no event");
+  b.mutable_envelopes(1)->set_agent_instance("a b");
+  EXPECT_EQ(ValidateBatch(b, Hello("web-01"), 0).message(),
+            "envelope 1 (seq 2): agent_instance has a byte 0x20 (printable ASCII only)");
   b = Batch("web-01", 3, 3);
   b.mutable_envelopes(2)->set_host_id("web-02");
   EXPECT_EQ(ValidateBatch(b, Hello("web-01"), 0).code(), absl::StatusCode::kPermissionDenied);
+}
+
+// Content the collector cannot store is no reason to refuse the batch: its
+// agent would resend it forever, and everything after it would wait.
+TEST(ValidateBatchTest, UnstorableEnvelopesBecomeLossesUnderTheirKeys) {
+  v1::Batch b = Batch("web-01", 4, 4);
+  b.mutable_envelopes(0)->clear_network();  // a kind from a newer agent
+  b.mutable_envelopes(0)->set_hostname("web-01.example");
+  b.mutable_envelopes(1)->mutable_time()->set_nanos(1'000'000'000);
+  b.mutable_envelopes(3)->clear_time();
+  ASSERT_TRUE(ValidateBatch(b, Hello("web-01"), 0).ok());
+  const absl::Time now = absl::FromUnixSeconds(1'900'000'000) + absl::Milliseconds(250);
+  std::string first;
+  EXPECT_EQ(ReplaceUnstorable(b, now, &first), 3u);
+  EXPECT_EQ(first,
+            "envelope 0 (seq 1): no event this collector knows (an agent newer than the "
+            "collector?)");
+  struct Want {
+    const char* reason;
+    int64_t seconds;
+    int32_t nanos;
+  };
+  const Want want[] = {{"collector_refused_unknown_event", 1'800'000'000, 0},
+                       {"collector_refused_time_out_of_range", 1'900'000'000, 250'000'000},
+                       {nullptr, 1'800'000'000, 0},
+                       {"collector_refused_no_time", 1'900'000'000, 250'000'000}};
+  for (int i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    const v1::Envelope& e = b.envelopes(i);
+    EXPECT_EQ(e.host_id(), "web-01");
+    EXPECT_EQ(e.agent_instance(), "0123abcd");
+    EXPECT_EQ(e.seq(), static_cast<uint64_t>(i + 1));  // the same key: exactly once still holds
+    EXPECT_EQ(e.time().seconds(), want[i].seconds);
+    EXPECT_EQ(e.time().nanos(), want[i].nanos);
+    if (want[i].reason == nullptr) {
+      EXPECT_EQ(e.network().remote_port(), 443u);  // left alone
+      continue;
+    }
+    ASSERT_TRUE(e.has_loss());
+    EXPECT_EQ(e.loss().reason(), want[i].reason);
+    EXPECT_EQ(e.loss().count(), 1u);
+    EXPECT_EQ(e.loss().first_time().seconds(), want[i].seconds);
+    EXPECT_EQ(e.loss().last_time().nanos(), want[i].nanos);
+  }
+  EXPECT_EQ(b.envelopes(0).hostname(), "web-01.example");
+  // A sound batch is left as it is.
+  v1::Batch good = Batch("web-01", 3, 3);
+  const std::string before = good.SerializeAsString();
+  EXPECT_EQ(ReplaceUnstorable(good, now, nullptr), 0u);
+  EXPECT_EQ(good.SerializeAsString(), before);
 }
 
 TEST(ValidateBatchTest, RefusesEmptyOversizedAndBackwardBatches) {
