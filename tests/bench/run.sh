@@ -68,4 +68,4 @@ BUILD_DIR="$build" "$top/tests/bench/inspect_bench.sh" ${INSPECT_ARGS:-}
 echo
 echo "== connect_bench (TCP connect latency with and without the agent)"
 # shellcheck disable=SC2086
-"$build/tests/bench/connect_bench" ${CONNECT_ARGS:-}
+"$build/tests/bench/connect_bench" ${CONNECT_ARGS:---agent-arg=--detect=false --cpu=0}
