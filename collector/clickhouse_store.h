@@ -121,6 +121,7 @@ class ClickHouseStore final : public Store {
   absl::StatusOr<std::vector<v1::Envelope>> Events(const EventQuery& q) override;
   absl::StatusOr<uint64_t> CountEvents(const EventQuery& q) override;
   absl::StatusOr<std::vector<HostRecord>> Hosts() override;
+  absl::StatusOr<uint64_t> CountHosts() override;
   absl::Status AddTriage(const TriageRecord& record) override;
   // How many Writes asked event_keys which of their keys are stored (the
   // others were wholly above their streams' marks): for tests and benchmarks.

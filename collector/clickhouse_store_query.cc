@@ -258,4 +258,20 @@ absl::StatusOr<std::vector<HostRecord>> ClickHouseStore::Hosts() {
   return out;
 }
 
+absl::StatusOr<uint64_t> ClickHouseStore::CountHosts() {
+  {
+    absl::MutexLock lock(&hosts_mu_);
+    if (absl::Status s = FlushHostsLocked(); !s.ok()) return s;
+  }
+  uint64_t n = 0;
+  absl::Status s = client_.Select(
+      absl::StrCat("SELECT uniqExact(host_id) FROM ", Table("hosts")), {8}, "count hosts",
+      [&n](absl::Span<const absl::string_view> row) -> absl::StatusOr<bool> {
+        n = clickhouse::Fixed<uint64_t>(row[0]);
+        return true;
+      });
+  if (!s.ok()) return s;
+  return n;
+}
+
 }  // namespace sockwatch

@@ -236,9 +236,9 @@ grpc::ServerUnaryReactor* QueryService::Prevalence(grpc::CallbackServerContext* 
     PrevalenceQuery q;
     q.exe = req->exe();
     q.sha256 = req->sha256();
-    absl::StatusOr<std::vector<HostRecord>> hosts = store_->Hosts();
+    absl::StatusOr<uint64_t> hosts = store_->CountHosts();
     if (!hosts.ok()) return hosts.status();
-    resp->set_fleet_hosts(hosts->size());
+    resp->set_fleet_hosts(*hosts);
     absl::StatusOr<std::vector<ImageCount>> images = store_->RarestImages(q, limit);
     if (!images.ok()) return images.status();
     for (const ImageCount& c : *images) {

@@ -69,6 +69,7 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<v1::Envelope>> Events(const EventQuery& q) override;
   absl::StatusOr<uint64_t> CountEvents(const EventQuery& q) override;
   absl::StatusOr<std::vector<HostRecord>> Hosts() override;
+  absl::StatusOr<uint64_t> CountHosts() override;
   absl::Status AddTriage(const TriageRecord& record) override;
   absl::StatusOr<std::vector<TriageRecord>> Triage(
       absl::Span<const std::string> alert_ids) override;

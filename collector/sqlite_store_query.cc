@@ -188,4 +188,15 @@ absl::StatusOr<std::vector<HostRecord>> SqliteStore::Hosts() {
   return out;
 }
 
+absl::StatusOr<uint64_t> SqliteStore::CountHosts() {
+  absl::MutexLock lock(&read_mu_);
+  sqlite3* db = reader_.get();
+  absl::StatusOr<SqliteStmt> stmt =
+      SqlitePrepare(Source(options_.path), db, "SELECT count(*) FROM hosts");
+  if (!stmt.ok()) return stmt.status();
+  const int rc = sqlite3_step(stmt->get());
+  if (rc != SQLITE_ROW) return SqliteError(Source(options_.path), db, rc, "count hosts");
+  return static_cast<uint64_t>(sqlite3_column_int64(stmt->get(), 0));
+}
+
 }  // namespace sockwatch

@@ -177,6 +177,9 @@ class Store {
   virtual absl::StatusOr<uint64_t> CountEvents(const EventQuery& q) = 0;
 
   virtual absl::StatusOr<std::vector<HostRecord>> Hosts() = 0;
+  // How many hosts Hosts() would return, without reading their records: the
+  // fleet size that prevalence is measured against.
+  virtual absl::StatusOr<uint64_t> CountHosts() = 0;
 
   // Appends a triage step (durable on return).
   virtual absl::Status AddTriage(const TriageRecord& record) = 0;

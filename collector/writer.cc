@@ -37,9 +37,9 @@ absl::Status StoreWriter::EnrichAlerts(std::vector<Job>& group) {
     for (v1::Envelope& e : *j.batch->mutable_envelopes()) {
       if (!e.has_alert()) continue;
       if (!fleet_hosts) {
-        absl::StatusOr<std::vector<HostRecord>> hosts = store_->Hosts();
+        absl::StatusOr<uint64_t> hosts = store_->CountHosts();
         if (!hosts.ok()) return hosts.status();
-        fleet_hosts = hosts->size();
+        fleet_hosts = *hosts;
       }
       if (absl::Status s = AddFleetPrevalence(*store_, *fleet_hosts, e); !s.ok()) return s;
     }

@@ -156,6 +156,8 @@ std::vector<Query> Queries(const FleetTargets& t, uint64_t fleet_hosts) {
                  return Rows(s.Events(e));
                }});
   q.push_back({"Hosts()", [](Store& s) { return Rows(s.Hosts()); }});
+  q.push_back({"CountHosts() (writer, per group with an alert)",
+               [](Store& s) { return s.CountHosts(); }});
   q.push_back({"CountFactHosts: image by sha256, 1 host out", [&t](Store& s) {
                  PrevalenceQuery p;
                  p.sha256 = t.common_sha256;

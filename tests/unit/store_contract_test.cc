@@ -172,6 +172,9 @@ TEST_P(StoreContractTest, ScatteredSeqsAndManyStreamsInOneCall) {
 }
 
 TEST_P(StoreContractTest, UpsertHostKeepsFirstSeenAndRefreshesTheRest) {
+  absl::StatusOr<uint64_t> none = store().CountHosts();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0u);
   v1::Hello hello;
   hello.set_host_id("host-a");
   hello.set_agent_instance("inst-1");
@@ -195,6 +198,10 @@ TEST_P(StoreContractTest, UpsertHostKeepsFirstSeenAndRefreshesTheRest) {
   absl::StatusOr<std::vector<HostRecord>> hosts = store().Hosts();
   ASSERT_TRUE(hosts.ok()) << hosts.status();
   ASSERT_EQ(hosts->size(), 2u);
+  // The fleet size, counted without reading the records.
+  absl::StatusOr<uint64_t> count = store().CountHosts();
+  ASSERT_TRUE(count.ok()) << count.status();
+  EXPECT_EQ(*count, 2u);
   const HostRecord& a = (*hosts)[0];
   EXPECT_TRUE(MessageDifferencer::Equals(a.hello, hello)) << a.hello.DebugString();
   EXPECT_EQ(a.first_seen, kBase);
