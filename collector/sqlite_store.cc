@@ -510,11 +510,27 @@ absl::Status SqliteStore::WriteLocked(absl::Span<const v1::Envelope* const> enve
 }
 
 absl::Status SqliteStore::UpsertHost(const v1::Hello& hello, absl::Time now) {
-  if (hello.host_id().empty()) return absl::InvalidArgumentError("store: Hello without host_id");
+  const v1::Hello* one[] = {&hello};
+  if (absl::Status s = CheckHellos(one); !s.ok()) return s;
+  absl::MutexLock lock(&write_mu_);
+  return UpsertHostLocked(hello, now);
+}
+
+absl::Status SqliteStore::UpsertHosts(absl::Span<const v1::Hello* const> hellos, absl::Time now) {
+  if (absl::Status s = CheckHellos(hellos); !s.ok()) return s;
+  if (hellos.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&write_mu_);
+  SqliteTransaction tx(Source(options_.path), writer_.get());
+  if (absl::Status s = tx.Begin(); !s.ok()) return s;
+  for (const v1::Hello* h : hellos)
+    if (absl::Status s = UpsertHostLocked(*h, now); !s.ok()) return s;
+  return tx.Commit();
+}
+
+absl::Status SqliteStore::UpsertHostLocked(const v1::Hello& hello, absl::Time now) {
   std::string blob;
   if (!hello.SerializeToString(&blob))
     return absl::InternalError(absl::StrCat("store: cannot serialize Hello of ", hello.host_id()));
-  absl::MutexLock lock(&write_mu_);
   sqlite3_stmt* st = upsert_host_.get();
   auto text = [st](int i, const std::string& s) {
     sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);

@@ -65,6 +65,8 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<WriteResult> Write(absl::Span<const v1::Envelope* const> envelopes) override;
   absl::Status UpsertHost(const v1::Hello& hello, absl::Time now) override;
+  // One transaction (one fsync) for them all.
+  absl::Status UpsertHosts(absl::Span<const v1::Hello* const> hellos, absl::Time now) override;
   // Time bounds are half-open: since <= time < until. limit 0: no limit.
   absl::StatusOr<std::vector<v1::Envelope>> Events(const EventQuery& q) override;
   absl::StatusOr<uint64_t> CountEvents(const EventQuery& q) override;
@@ -104,6 +106,9 @@ class SqliteStore final : public Store {
   static void BindRow(sqlite3_stmt* st, int first, const Row& row);
   // Whether the row was new.
   absl::StatusOr<bool> InsertOne(const Row& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // One host's upsert, in whatever transaction is open (or its own).
+  absl::Status UpsertHostLocked(const v1::Hello& hello, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status EventError(int rc, const Row& first, const Row& last)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status WriteLocked(absl::Span<const v1::Envelope* const> envelopes, WriteResult& result)

@@ -296,4 +296,18 @@ absl::string_view EnvelopeKind(const v1::Envelope& env) {
   return "";
 }
 
+absl::Status CheckHellos(absl::Span<const v1::Hello* const> hellos) {
+  for (const v1::Hello* h : hellos)
+    if (h == nullptr || h->host_id().empty())
+      return absl::InvalidArgumentError("store: Hello without host_id");
+  return absl::OkStatus();
+}
+
+absl::Status Store::UpsertHosts(absl::Span<const v1::Hello* const> hellos, absl::Time now) {
+  if (absl::Status s = CheckHellos(hellos); !s.ok()) return s;
+  for (const v1::Hello* h : hellos)
+    if (absl::Status s = UpsertHost(*h, now); !s.ok()) return s;
+  return absl::OkStatus();
+}
+
 }  // namespace sockwatch

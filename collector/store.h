@@ -142,6 +142,8 @@ EventColumns ColumnsOf(const v1::Envelope& env);
 absl::Status CheckEventQuery(const EventQuery& q);
 // Checks a triage step before it is stored (alert id and a known status).
 absl::Status CheckTriageRecord(const TriageRecord& record);
+// Checks Hellos before any is stored: each names its host.
+absl::Status CheckHellos(absl::Span<const v1::Hello* const> hellos);
 
 // Checks q's remote filter ("" or an IP or a CIDR): clear error otherwise.
 absl::Status CheckRemoteFilter(absl::string_view remote);
@@ -170,6 +172,11 @@ class Store {
 
   // Records (or refreshes) a host's facts; last_seen = now.
   virtual absl::Status UpsertHost(const v1::Hello& hello, absl::Time now) = 0;
+  // The same for the Hellos of one writer group (a fleet reconnecting says
+  // hundreds at once): one transaction where the store has them, so all or
+  // none. This default checks them all (none is stored if one is bad), then
+  // calls UpsertHost for each.
+  virtual absl::Status UpsertHosts(absl::Span<const v1::Hello* const> hellos, absl::Time now);
 
   // Stored envelopes matching q, ordered by host_id, agent_instance, seq.
   virtual absl::StatusOr<std::vector<v1::Envelope>> Events(const EventQuery& q) = 0;

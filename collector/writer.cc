@@ -70,8 +70,10 @@ void StoreWriter::Loop() {
     }
     absl::Status status;
     const absl::Time now = absl::Now();
+    std::vector<const v1::Hello*> hellos;
     for (const Job& j : group)
-      if (j.hello && status.ok()) status = store_->UpsertHost(*j.hello, now);
+      if (j.hello) hellos.push_back(&*j.hello);
+    if (!hellos.empty()) status = store_->UpsertHosts(hellos, now);
     if (status.ok()) status = EnrichAlerts(group);
     WriteResult result;
     if (status.ok() && !envelopes.empty()) {

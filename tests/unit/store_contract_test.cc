@@ -215,6 +215,35 @@ TEST_P(StoreContractTest, UpsertHostKeepsFirstSeenAndRefreshesTheRest) {
   EXPECT_EQ(store().UpsertHost(nameless, kBase).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The writer stores the Hellos of a group at once: a fleet that reconnects
+// costs one transaction, not one per agent.
+TEST_P(StoreContractTest, UpsertHostsStoresAGroupAllOrNothing) {
+  v1::Hello a1, b, a2, c, nameless;
+  a1.set_host_id("host-a");
+  a1.set_agent_instance("inst-1");
+  b.set_host_id("host-b");
+  b.set_hostname("db-1");
+  a2 = a1;
+  a2.set_agent_instance("inst-2");  // the same host again, later in the group
+  c.set_host_id("host-c");
+  const v1::Hello* group[] = {&a1, &b, &a2};
+  ASSERT_TRUE(store().UpsertHosts(group, kBase).ok());
+  absl::StatusOr<std::vector<HostRecord>> hosts = store().Hosts();
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  ASSERT_EQ(hosts->size(), 2u);
+  EXPECT_EQ((*hosts)[0].hello.agent_instance(), "inst-2");
+  EXPECT_EQ((*hosts)[0].first_seen, kBase);
+  EXPECT_EQ((*hosts)[1].hello.hostname(), "db-1");
+  EXPECT_EQ((*hosts)[1].last_seen, kBase);
+  // One Hello without a host: none of the group is stored.
+  const v1::Hello* bad[] = {&c, &nameless};
+  EXPECT_EQ(store().UpsertHosts(bad, kBase).code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<uint64_t> n = store().CountHosts();
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2u);
+  EXPECT_TRUE(store().UpsertHosts({}, kBase).ok());
+}
+
 TEST_P(StoreContractTest, ReadersSeeWholeWritesWhileTheWriterRuns) {
   constexpr int kBatches = 30;
   constexpr int kBatch = 50;
