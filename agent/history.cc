@@ -221,54 +221,89 @@ absl::Status HistoryStore::Prepare() {
   return absl::OkStatus();
 }
 
+HistoryBatch::Span HistoryBatch::Put(absl::string_view bytes) {
+  Span s{static_cast<uint32_t>(buf_.size()), static_cast<int32_t>(bytes.size())};
+  buf_.append(bytes.data(), bytes.size());
+  return s;
+}
+
+absl::StatusOr<bool> HistoryBatch::Add(const v1::Envelope& env) {
+  const v1::NetworkEvent* net = nullptr;
+  const v1::Process* proc = nullptr;
+  Row row{};
+  const size_t mark = buf_.size();
+  if (env.has_network()) {
+    row.kind = "network";
+    net = &env.network();
+    proc = &net->process();
+  } else if (env.has_alert()) {
+    row.kind = "alert";
+    net = &env.alert().network();
+    proc = env.alert().has_process() ? &env.alert().process() : &net->process();
+    row.rule = Put(env.alert().rule());
+  } else {
+    return false;  // process lifecycle, loss, coverage...: not history material
+  }
+  // Serialized in place at the end of the buffer: no copy of the bytes.
+  const size_t size = env.ByteSizeLong();
+  if (size > static_cast<size_t>(std::numeric_limits<int32_t>::max()) ||
+      buf_.size() + size > std::numeric_limits<uint32_t>::max()) {
+    buf_.resize(mark);
+    return absl::InternalError(absl::StrCat("history: cannot serialize envelope seq ", env.seq()));
+  }
+  row.blob = {static_cast<uint32_t>(buf_.size()), static_cast<int32_t>(size)};
+  buf_.resize(buf_.size() + size);
+  env.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(buf_.data() + row.blob.off));
+  row.time_ns = UnixNanos(env.time());
+  row.pid = proc->pid();
+  row.exe = Put(proc->exe());
+  if (const std::optional<std::string> ip = IpKey(net->remote_ip())) row.ip = Put(*ip);
+  row.remote_port = net->remote_port();
+  row.local_port = net->local_port();
+  row.protocol = net->protocol();
+  row.direction = net->direction();
+  rows_.push_back(row);
+  return true;
+}
+
 absl::Status HistoryStore::Append(absl::Span<const v1::Envelope> batch) {
+  HistoryBatch rows;
+  for (const v1::Envelope& env : batch)
+    if (absl::StatusOr<bool> added = rows.Add(env); !added.ok()) return added.status();
+  return Append(rows);
+}
+
+absl::Status HistoryStore::Append(const HistoryBatch& batch) {
   std::lock_guard<std::mutex> lock(mu_);
   if (options_.read_only) return absl::FailedPreconditionError("history: store is read-only");
+  if (batch.empty()) return absl::OkStatus();
   SqliteTransaction tx(kSrc, db_.get());
   if (absl::Status s = tx.Begin(true); !s.ok()) return s;
   sqlite3_stmt* st = insert_.get();
-  std::string blob;
-  for (const v1::Envelope& env : batch) {
-    const v1::NetworkEvent* net = nullptr;
-    const v1::Process* proc = nullptr;
-    const char* kind = nullptr;
-    const std::string* rule = nullptr;
-    if (env.has_network()) {
-      kind = "network";
-      net = &env.network();
-      proc = &net->process();
-    } else if (env.has_alert()) {
-      kind = "alert";
-      net = &env.alert().network();
-      proc = env.alert().has_process() ? &env.alert().process() : &net->process();
-      rule = &env.alert().rule();
-    } else {
-      continue;  // process lifecycle, loss, coverage...: not history material
+  auto bind = [&batch, st](int i, HistoryBatch::Span span, bool text) {
+    if (span.len < 0) {
+      sqlite3_bind_null(st, i);
+      return;
     }
-    blob.clear();
-    if (!env.SerializeToString(&blob))
-      return absl::InternalError(
-          absl::StrCat("history: cannot serialize envelope seq ", env.seq()));
-    const std::optional<std::string> ip = IpKey(net->remote_ip());
+    const absl::string_view v = batch.At(span);
+    if (text)
+      sqlite3_bind_text(st, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+    else
+      sqlite3_bind_blob(st, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  };
+  for (const HistoryBatch::Row& row : batch.rows_) {
     sqlite3_reset(st);
-    sqlite3_bind_int64(st, 1, UnixNanos(env.time()));
-    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, proc->pid());
-    sqlite3_bind_text(st, 4, proc->exe().data(), static_cast<int>(proc->exe().size()),
-                      SQLITE_STATIC);
-    if (ip)
-      sqlite3_bind_blob(st, 5, ip->data(), static_cast<int>(ip->size()), SQLITE_STATIC);
-    else
-      sqlite3_bind_null(st, 5);
-    sqlite3_bind_int64(st, 6, net->remote_port());
-    sqlite3_bind_int64(st, 7, net->local_port());
-    sqlite3_bind_int64(st, 8, net->protocol());
-    sqlite3_bind_int64(st, 9, net->direction());
-    if (rule)
-      sqlite3_bind_text(st, 10, rule->data(), static_cast<int>(rule->size()), SQLITE_STATIC);
-    else
-      sqlite3_bind_null(st, 10);
-    sqlite3_bind_blob(st, 11, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, row.time_ns);
+    sqlite3_bind_text(st, 2, row.kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, row.pid);
+    bind(4, row.exe, true);
+    bind(5, row.ip, false);
+    sqlite3_bind_int64(st, 6, row.remote_port);
+    sqlite3_bind_int64(st, 7, row.local_port);
+    sqlite3_bind_int64(st, 8, row.protocol);
+    sqlite3_bind_int64(st, 9, row.direction);
+    bind(10, row.rule, true);
+    bind(11, row.blob, false);
     const int rc = sqlite3_step(st);
     sqlite3_reset(st);  // release the borrowed buffers before they go away
     if (rc != SQLITE_DONE) return SqliteError(kSrc, db_.get(), rc, "append");

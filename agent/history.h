@@ -61,6 +61,41 @@ struct RetentionResult {
   uint64_t bytes_after = 0;
 };
 
+// History rows waiting for HistoryStore::Append: each envelope's columns
+// and its serialized bytes, packed into one buffer when it is added, so the
+// caller keeps no copy of the envelope (a deep copy per event, and its
+// destruction, cost more than the insert).
+class HistoryBatch {
+ public:
+  // Adds env if it carries `network` or `alert` (history material; false
+  // for any other kind). InternalError if env cannot be serialized.
+  absl::StatusOr<bool> Add(const v1::Envelope& env);
+  size_t size() const { return rows_.size(); }
+  bool empty() const { return rows_.empty(); }
+  // Keeps the buffers' capacity.
+  void clear() {
+    rows_.clear();
+    buf_.clear();
+  }
+
+ private:
+  friend class HistoryStore;
+  struct Span {  // in buf_; len < 0: NULL
+    uint32_t off = 0;
+    int32_t len = -1;
+  };
+  struct Row {
+    int64_t time_ns;
+    const char* kind;
+    int64_t pid, remote_port, local_port, protocol, direction;
+    Span exe, ip, rule, blob;
+  };
+  Span Put(absl::string_view bytes);
+  absl::string_view At(Span s) const { return absl::string_view(buf_).substr(s.off, s.len); }
+  std::vector<Row> rows_;
+  std::string buf_;
+};
+
 // Thread-safe: one connection, calls serialized by a mutex (the agent may
 // append from its event loop and enforce retention from a timer).
 class HistoryStore {
@@ -74,6 +109,8 @@ class HistoryStore {
   // Stores the envelopes that carry `network` or `alert` (others are skipped)
   // in one transaction: either the whole batch is stored or none of it.
   absl::Status Append(absl::Span<const v1::Envelope> batch);
+  // The same for rows gathered beforehand (the agent's event loop).
+  absl::Status Append(const HistoryBatch& batch);
 
   // Deletes rows older than now - max_age, then the oldest rows until the
   // pages in use fit in max_bytes, and gives the freed pages back to the file

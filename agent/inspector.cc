@@ -87,9 +87,10 @@ void Inspector::OnEnvelope(const v1::Envelope& env) {
                      n.kind() == v1::NETWORK_KIND_UDP_SEND ||
                      (n.kind() == v1::NETWORK_KIND_EXISTING &&
                       (n.socket_state() == "LISTEN" || n.socket_state() == "UNCONNECTED"));
+  SharedProcess process = Share(n.process());
   if (bound && n.local_port()) {
     if (ports_.size() >= opts_.max_sockets) ports_.clear();
-    ports_[{n.protocol(), n.local_port()}] = n.process();
+    ports_[{n.protocol(), n.local_port()}] = process;
   }
   if (!n.socket_cookie()) return;
   if (sockets_.size() >= opts_.max_sockets && !sockets_.contains(n.socket_cookie())) {
@@ -97,14 +98,29 @@ void Inspector::OnEnvelope(const v1::Envelope& env) {
     if (sockets_.size() >= opts_.max_sockets) sockets_.clear();  // bounded, at the price of attribution
   }
   Socket& s = sockets_[n.socket_cookie()];
-  s.process = n.process();
+  s.process = std::move(process);
   s.closed = absl::InfiniteFuture();
+}
+
+Inspector::SharedProcess Inspector::Share(const v1::Process& p) {
+  if (procs_.size() >= opts_.max_sockets) procs_.clear();  // sockets keep theirs
+  SharedProcess& slot = procs_[{p.pid(), p.start_boottime_ns()}];
+  // Another thread, an exec (same pid and start), a setuid, a rename...:
+  // a new copy. The raw forms and start_time follow from what is compared.
+  const bool same =
+      slot && slot->tid() == p.tid() && slot->ppid() == p.ppid() && slot->uid() == p.uid() &&
+      slot->gid() == p.gid() && slot->cgroup_id() == p.cgroup_id() &&
+      slot->from_snapshot() == p.from_snapshot() && slot->exe_deleted() == p.exe_deleted() &&
+      slot->comm() == p.comm() && slot->exe() == p.exe() &&
+      std::equal(slot->argv().begin(), slot->argv().end(), p.argv().begin(), p.argv().end());
+  if (!same) slot = std::make_shared<const v1::Process>(p);
+  return slot;
 }
 
 bool Inspector::ProcessOf(uint64_t cookie, uint32_t tgid, uint64_t start_ns, v1::Process* out) const {
   if (cookie) {
     if (auto it = sockets_.find(cookie); it != sockets_.end()) {
-      *out = it->second.process;
+      *out = *it->second.process;
       return true;
     }
   }
@@ -120,7 +136,7 @@ bool Inspector::ProcessOf(uint64_t cookie, uint32_t tgid, uint64_t start_ns, v1:
 bool Inspector::PortOwner(v1::Protocol protocol, uint32_t port, v1::Process* out) const {
   auto it = ports_.find({protocol, port});
   if (it == ports_.end()) return false;
-  *out = it->second;
+  *out = *it->second;
   return true;
 }
 

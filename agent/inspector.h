@@ -14,7 +14,9 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -89,8 +91,11 @@ class Inspector {
     absl::Time window_start;
     bool seen = false;  // window_start set
   };
+  // A process as its latest network event showed it, shared by its sockets
+  // and ports: one copy per process, not one per event.
+  using SharedProcess = std::shared_ptr<const v1::Process>;
   struct Socket {
-    v1::Process process;
+    SharedProcess process;
     absl::Time closed = absl::InfiniteFuture();
   };
   struct Pending {  // a gratuitous packet, judged once the socket events are in
@@ -105,6 +110,9 @@ class Inspector {
   // The process bound to a local port (listeners, UDP sockets), if known.
   bool PortOwner(v1::Protocol protocol, uint32_t port, v1::Process* out) const;
   v1::Alert Base(const Flow& f, const char* rule, v1::Severity severity, bool* has_process);
+  // p, shared with the earlier sockets of the same process while it shows
+  // the same image, command line and user.
+  SharedProcess Share(const v1::Process& p);
   void Gratuitous(const PacketRecord& rec, absl::Time now, std::vector<v1::Alert>* out);
 
   Detector* detector_;
@@ -118,7 +126,9 @@ class Inspector {
   absl::flat_hash_map<uint64_t, Socket> sockets_;      // cookie -> owner
   absl::flat_hash_map<std::string, Source> sources_;   // 16-byte address -> orphan state
   // (protocol, local port) -> the listener or UDP socket's process.
-  absl::flat_hash_map<std::pair<int, uint32_t>, v1::Process> ports_;
+  absl::flat_hash_map<std::pair<int, uint32_t>, SharedProcess> ports_;
+  // (pid, start) -> the process its latest network event showed.
+  absl::flat_hash_map<std::pair<uint32_t, uint64_t>, SharedProcess> procs_;
   std::vector<Pending> pending_;
   uint64_t flows_judged_ = 0, flows_dropped_ = 0;
 };

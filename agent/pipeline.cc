@@ -164,10 +164,10 @@ void Pipeline::OnEnvelope(const v1::Envelope& env, const EmitFn& emit) {
   }
   if (env.has_network() || env.has_alert()) {
     if (history_) {
-      if (history_batch_.size() < kMaxHistoryBacklog)
-        history_batch_.push_back(env);
-      else
-        ++history_dropped_;  // reported in Tick
+      // Reported in Tick (a loss event); Add fails only for an envelope
+      // too large to serialize.
+      if (history_batch_.size() >= kMaxHistoryBacklog || !history_batch_.Add(env).ok())
+        ++history_dropped_;
     }
   }
   if (env.has_loss()) {

@@ -98,7 +98,7 @@ class Pipeline {
   StatModeFn stat_ = stat_cache_.AsFn();
   // (pid, start) -> identity; cleared at exec and exit, bounded.
   absl::flat_hash_map<std::pair<uint32_t, uint64_t>, v1::ImageIdentity> identities_;
-  std::vector<v1::Envelope> history_batch_;
+  HistoryBatch history_batch_;
   uint64_t history_dropped_ = 0;
   bool was_learning_ = false;
   absl::Time next_baseline_flush_;

@@ -4,6 +4,11 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/unit/protocol_samples.h"
 
@@ -108,6 +113,21 @@ TEST_F(InspectorTest, SshOnTheTlsPortIsAMismatchOfTheOwningProcess) {
   EXPECT_EQ(a.network().remote_port(), 443u);
   EXPECT_FALSE(a.network().community_id().empty());
   EXPECT_EQ(inspector_->flows_judged(), 1u);
+}
+
+// The inspector keeps one copy of a process for all its sockets; a socket
+// opened after an exec (same pid and start time, another image) must get the
+// new image, and one opened before keeps the old.
+TEST_F(InspectorTest, SocketsBeforeAndAfterAnExecKeepTheirOwnImage) {
+  Own(21, 4242, "/usr/bin/bash");
+  Own(22, 4242, "/usr/bin/ssh");  // bash exec'd ssh
+  EXPECT_TRUE(Feed(Sample("10.0.0.1", 40021, "10.0.0.2", 443, "SSH-2.0-x\r\n", false, true, 21)).empty());
+  EXPECT_TRUE(Feed(Sample("10.0.0.1", 40022, "10.0.0.2", 443, "SSH-2.0-y\r\n", false, true, 22)).empty());
+  std::vector<std::string> got;
+  for (const v1::Alert& a : TickAt(kT0 + absl::Seconds(1)))
+    got.push_back(absl::StrCat(a.network().local_port(), " ", a.process().exe()));
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"40021 /usr/bin/bash", "40022 /usr/bin/ssh"}));
 }
 
 TEST_F(InspectorTest, RealTlsBothWaysRaisesNothing) {
