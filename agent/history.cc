@@ -246,8 +246,9 @@ absl::StatusOr<bool> HistoryBatch::Add(const v1::Envelope& env) {
   }
   // Serialized in place at the end of the buffer: no copy of the bytes.
   const size_t size = env.ByteSizeLong();
+  // Offsets are 32-bit: the blob, the exe and the address must all fit.
   if (size > static_cast<size_t>(std::numeric_limits<int32_t>::max()) ||
-      buf_.size() + size > std::numeric_limits<uint32_t>::max()) {
+      buf_.size() + size + proc->exe().size() + 16 > std::numeric_limits<uint32_t>::max()) {
     buf_.resize(mark);
     return absl::InternalError(absl::StrCat("history: cannot serialize envelope seq ", env.seq()));
   }

@@ -103,7 +103,7 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Open(const PipelineOptions& 
   return p;
 }
 
-v1::ImageIdentity Pipeline::Identify(const v1::Process& p) {
+const v1::ImageIdentity& Pipeline::Identified(const v1::Process& p) {
   const auto key = std::make_pair(p.pid(), p.start_boottime_ns() / ProcessTable::kTickNs);
   auto it = identities_.find(key);
   if (it != identities_.end() && !it->second.sha256().empty()) return it->second;
@@ -131,7 +131,7 @@ v1::ImageIdentity Pipeline::Identify(const v1::Process& p) {
 
 void Pipeline::StampSha256(v1::Process& p) {
   if (p.unknown() || p.exe().empty()) return;
-  const v1::ImageIdentity id = Identify(p);
+  const v1::ImageIdentity& id = Identified(p);  // no copy: one per network event
   if (!id.sha256().empty()) p.set_sha256(id.sha256());
 }
 

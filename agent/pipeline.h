@@ -75,7 +75,10 @@ class Pipeline {
 
  private:
   Pipeline(const PipelineOptions& opts, const ProcessTable* table, const BootClock* clock);
-  v1::ImageIdentity Identify(const v1::Process& p);
+  v1::ImageIdentity Identify(const v1::Process& p) { return Identified(p); }
+  // The cached identity itself: valid until the next Identify/Identified
+  // (which may move or clear the cache), so use it at once.
+  const v1::ImageIdentity& Identified(const v1::Process& p);
   bool Excepted(const v1::Alert& a);
   void FlushHistory();
   static void EmitAlerts(std::vector<v1::Alert>& alerts, const EmitFn& emit);
