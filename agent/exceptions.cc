@@ -21,8 +21,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/text.h"
-#include "re2/re2.h"
 #include "agent/yaml_docs.h"
+#include "re2/re2.h"
 #include "yaml-cpp/yaml.h"
 
 namespace sockwatch {
@@ -450,18 +450,18 @@ absl::StatusOr<ExceptionSet> ExceptionSet::Parse(absl::string_view yaml,
     // YAML::LoadAll: it never returns on some inputs (agent/yaml_docs.h).
     if (const int second = SecondYamlDocumentLine(yaml); second > 0)
       return p.Error(second, "more than one YAML document");
-    std::vector<YAML::Node> docs(1);
+    YAML::Node doc;
     try {
-      docs[0] = YAML::Load(std::string(yaml));
+      doc = YAML::Load(std::string(yaml));
     } catch (const YAML::ParserException& e) {
       return p.Error(e.mark.is_null() ? 1 : e.mark.line + 1,
                      absl::StrCat("YAML syntax error: ", EscapeForTerminal(e.msg)));
     }
-    if (!docs[0].IsDefined() || docs[0].IsNull())
+    if (!doc.IsDefined() || doc.IsNull())
       return p.Error(1, "empty file: expected a map with the key 'exceptions'");
-    auto top = p.MapFields(docs[0], LineOf(docs[0], 1), "top level", {"exceptions"});
+    auto top = p.MapFields(doc, LineOf(doc, 1), "top level", {"exceptions"});
     if (!top.ok()) return top.status();
-    if (top->empty()) return p.Error(LineOf(docs[0], 1), "missing the key 'exceptions'");
+    if (top->empty()) return p.Error(LineOf(doc, 1), "missing the key 'exceptions'");
     const Field& list = top->front().second;
     if (!list.value.IsSequence())
       return p.Error(list.line, "exceptions: expected a list (use [] for none)");

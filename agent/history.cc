@@ -226,8 +226,8 @@ absl::Status HistoryStore::Prepare() {
   return absl::OkStatus();
 }
 
-HistoryBatch::Span HistoryBatch::Put(absl::string_view bytes) {
-  Span s{static_cast<uint32_t>(buf_.size()), static_cast<int32_t>(bytes.size())};
+HistoryBatch::Slice HistoryBatch::Put(absl::string_view bytes) {
+  Slice s{static_cast<uint32_t>(buf_.size()), static_cast<int32_t>(bytes.size())};
   buf_.append(bytes.data(), bytes.size());
   return s;
 }
@@ -286,7 +286,7 @@ absl::Status HistoryStore::Append(const HistoryBatch& batch) {
   SqliteTransaction tx(kSrc, db_.get());
   if (absl::Status s = tx.Begin(true); !s.ok()) return s;
   sqlite3_stmt* st = insert_.get();
-  auto bind = [&batch, st](int i, HistoryBatch::Span span, bool text) {
+  auto bind = [&batch, st](int i, HistoryBatch::Slice span, bool text) {
     if (span.len < 0) {
       sqlite3_bind_null(st, i);
       return;

@@ -80,7 +80,7 @@ class HistoryBatch {
 
  private:
   friend class HistoryStore;
-  struct Span {  // in buf_; len < 0: NULL
+  struct Slice {  // of buf_; len < 0: NULL
     uint32_t off = 0;
     int32_t len = -1;
   };
@@ -88,10 +88,10 @@ class HistoryBatch {
     int64_t time_ns;
     const char* kind;
     int64_t pid, remote_port, local_port, protocol, direction;
-    Span exe, ip, rule, blob;
+    Slice exe, ip, rule, blob;
   };
-  Span Put(absl::string_view bytes);
-  absl::string_view At(Span s) const { return absl::string_view(buf_).substr(s.off, s.len); }
+  Slice Put(absl::string_view bytes);
+  absl::string_view At(Slice s) const { return absl::string_view(buf_).substr(s.off, s.len); }
   std::vector<Row> rows_;
   std::string buf_;
 };

@@ -87,8 +87,10 @@ void Inspector::OnEnvelope(const v1::Envelope& env) {
                      n.kind() == v1::NETWORK_KIND_UDP_SEND ||
                      (n.kind() == v1::NETWORK_KIND_EXISTING &&
                       (n.socket_state() == "LISTEN" || n.socket_state() == "UNCONNECTED"));
+  const bool port_owner = bound && n.local_port();
+  if (!port_owner && !n.socket_cookie()) return;  // nothing to remember
   SharedProcess process = Share(n.process());
-  if (bound && n.local_port()) {
+  if (port_owner) {
     if (ports_.size() >= opts_.max_sockets) ports_.clear();
     ports_[{n.protocol(), n.local_port()}] = process;
   }

@@ -511,9 +511,7 @@ absl::Status SqliteStore::WriteLocked(absl::Span<const v1::Envelope* const> enve
 
 absl::Status SqliteStore::UpsertHost(const v1::Hello& hello, absl::Time now) {
   const v1::Hello* one[] = {&hello};
-  if (absl::Status s = CheckHellos(one); !s.ok()) return s;
-  absl::MutexLock lock(&write_mu_);
-  return UpsertHostLocked(hello, now);
+  return UpsertHosts(one, now);
 }
 
 absl::Status SqliteStore::UpsertHosts(absl::Span<const v1::Hello* const> hellos, absl::Time now) {

@@ -106,7 +106,7 @@ class SqliteStore final : public Store {
   static void BindRow(sqlite3_stmt* st, int first, const Row& row);
   // Whether the row was new.
   absl::StatusOr<bool> InsertOne(const Row& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // One host's upsert, in whatever transaction is open (or its own).
+  // One host's upsert, inside UpsertHosts' transaction.
   absl::Status UpsertHostLocked(const v1::Hello& hello, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status EventError(int rc, const Row& first, const Row& last)

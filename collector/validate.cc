@@ -2,9 +2,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/transport.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace sockwatch {
 namespace {
+
+using google::protobuf::util::TimeUtil;
 
 constexpr size_t kMaxIdBytes = 255;
 constexpr size_t kMaxInstanceBytes = 64;
@@ -88,14 +91,8 @@ size_t ReplaceUnstorable(v1::Batch& batch, absl::Time now, std::string* first) {
     loss.set_seq(e.seq());
     loss.set_boottime_ns(e.boottime_ns());
     loss.set_hostname(e.hostname());
-    if (time_ok) {
-      *loss.mutable_time() = e.time();
-    } else {
-      const absl::Duration since_epoch = now - absl::UnixEpoch();
-      loss.mutable_time()->set_seconds(absl::ToInt64Seconds(since_epoch));
-      loss.mutable_time()->set_nanos(static_cast<int32_t>(
-          absl::ToInt64Nanoseconds(since_epoch - absl::Seconds(loss.time().seconds()))));
-    }
+    *loss.mutable_time() =
+        time_ok ? e.time() : TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(now));
     v1::Loss* l = loss.mutable_loss();
     l->set_reason(absl::StrCat("collector_refused_", rule));
     l->set_count(1);
